@@ -1,0 +1,453 @@
+"""``Lifesigns``: the one object that wires the layers and owns their lifetimes."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import sys
+import time
+from collections.abc import AsyncIterator, Callable, Mapping
+from contextlib import AbstractAsyncContextManager, asynccontextmanager
+from typing import Any, Protocol, TypeVar, overload
+
+from prometheus_client import CollectorRegistry
+from sqlalchemy import Engine
+from sqlalchemy.ext.asyncio import AsyncEngine
+
+from . import _config
+from ._config import UNSET, Settings
+from ._secrets import SecretRedactor, tokens_match
+from .db.engine import WatchedEngine
+from .errors import ConfigError, StartupError
+from .health import Check, CheckFunction, CheckRegistry, CheckRunner, Lifecycle, Phase, Probes
+from .health.check import CheckResult
+from .health.lifecycle import StepState
+from .health.status import Status
+from .metrics import CoreMetrics
+from .startup import Dependency, wait_for
+
+logger = logging.getLogger("lifesigns")
+
+F = TypeVar("F", bound=Callable[..., Any])
+Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+
+
+class Component(Protocol):
+    """A part with a lifetime (a watchdog thread, a side-port server, a supervisor).
+
+    ``start`` runs on the event loop at the start of the lifespan; ``stop`` at its end,
+    bounded by the grace period.
+    """
+
+    name: str
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
+
+
+class _StartupStepFn(Protocol):
+    async def __call__(self) -> object: ...
+
+
+class Lifesigns:
+    """Health probes, start-up waits and the layers that say why a service hangs.
+
+    Creating one starts nothing: no thread, task, socket or connection exists until its
+    lifespan runs. Every option may also come from ``LIFESIGNS_<NAME>`` in the
+    environment; an explicit argument wins. A bad value raises
+    :class:`~lifesigns.errors.ConfigError` naming it.
+
+    **Usage**::
+
+        signs = Lifesigns(service="orders", version="1.4.2")
+        signs.watch_engine(engine)
+
+        @signs.check("payments-api", critical=False, timeout=1.0)
+        async def payments() -> None:
+            ...
+
+        app = FastAPI()
+        signs.install(app)  # probes on the app, lifesigns around its lifespan
+
+    Options:
+
+    * ``service``, ``version``: who answers, in ``/health`` and metrics.
+    * ``token``: bearer token that unlocks details and dumps (at least 16 characters).
+      Without one, probe bodies carry the status only.
+    * ``prefix``, ``paths``: where probes are served (``paths={"livez": "/healthz"}``;
+      ``None`` switches one off).
+    * ``probe_budget``: seconds a probe may spend on checks (default 0.8, below the
+      kubelet's 1 s probe timeout).
+    * ``check_timeout``, ``pass_ttl``, ``fail_ttl``: defaults for checks (0.5 s; results
+      cached 2 s after a pass, 1 s after a failure).
+    * ``startup_deadline``: default seconds start-up waits for a dependency (60).
+    * ``grace``: seconds each part gets to stop at shutdown (10).
+    """
+
+    def __init__(
+        self,
+        service: str | object = UNSET,
+        version: str | object | None = UNSET,
+        *,
+        token: str | object | None = UNSET,
+        prefix: str | object = UNSET,
+        paths: Mapping[str, str | None] | object = UNSET,
+        probe_budget: float | object = UNSET,
+        check_timeout: float | object = UNSET,
+        pass_ttl: float | object = UNSET,
+        fail_ttl: float | object = UNSET,
+        startup_deadline: float | object = UNSET,
+        grace: float | object = UNSET,
+    ) -> None:
+        self.settings = Settings.from_arguments(
+            {
+                "service": service,
+                "version": version,
+                "token": token,
+                "prefix": prefix,
+                "paths": paths,
+                "probe_budget": probe_budget,
+                "check_timeout": check_timeout,
+                "pass_ttl": pass_ttl,
+                "fail_ttl": fail_ttl,
+                "startup_deadline": startup_deadline,
+                "grace": grace,
+            }
+        )
+        self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
+        self.registry = CollectorRegistry(auto_describe=True)
+        self.metrics = CoreMetrics(self.registry, self.settings.service, self.settings.version)
+        self.checks = CheckRegistry()
+        self.lifecycle = Lifecycle()
+        self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
+        self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
+        self._engines: dict[str, WatchedEngine] = {}
+        self._dependencies: list[tuple[Dependency, Check | None]] = []
+        self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []
+        self._components: list[Component] = []
+        self._running: list[Component] = []
+        self._startup_task: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        s = self.settings
+        phase = self.lifecycle.phase.value
+        return f"Lifesigns(service={s.service!r}, version={s.version!r}, phase={phase!r})"
+
+    # -- checks ----------------------------------------------------------------------
+
+    @overload
+    def check(
+        self,
+        name: str,
+        func: None = None,
+        *,
+        timeout: float | None = None,
+        critical: bool = True,
+        pass_ttl: float | None = None,
+        fail_ttl: float | None = None,
+        component_type: str = "component",
+    ) -> Callable[[F], F]: ...
+
+    @overload
+    def check(
+        self,
+        name: str,
+        func: CheckFunction,
+        *,
+        timeout: float | None = None,
+        critical: bool = True,
+        pass_ttl: float | None = None,
+        fail_ttl: float | None = None,
+        component_type: str = "component",
+    ) -> Check: ...
+
+    def check(
+        self,
+        name: str,
+        func: CheckFunction | None = None,
+        *,
+        timeout: float | None = None,
+        critical: bool = True,
+        pass_ttl: float | None = None,
+        fail_ttl: float | None = None,
+        component_type: str = "component",
+    ) -> Callable[[F], F] | Check:
+        """Register a check, as a decorator or a call.
+
+        The function passes by returning (``None`` or a mapping of observed details),
+        warns by raising :class:`~lifesigns.errors.Degraded`, fails by raising anything
+        else or by not returning within ``timeout`` seconds (default ``check_timeout``).
+        ``critical=False`` checks never fail readiness; they turn ``/health`` to ``warn``.
+        A second check with a taken name raises :class:`~lifesigns.errors.ConfigError`.
+        """
+        s = self.settings
+
+        def register(fn: CheckFunction) -> Check:
+            return self.checks.add(
+                Check(
+                    name=name,
+                    func=fn,
+                    timeout=s.check_timeout if timeout is None else timeout,
+                    critical=critical,
+                    pass_ttl=s.pass_ttl if pass_ttl is None else pass_ttl,
+                    fail_ttl=s.fail_ttl if fail_ttl is None else fail_ttl,
+                    component_type=component_type,
+                )
+            )
+
+        if func is not None:
+            return register(func)
+
+        def decorator(fn: F) -> F:
+            register(fn)
+            return fn
+
+        return decorator
+
+    def watch_engine(
+        self,
+        engine: Engine | AsyncEngine,
+        *,
+        name: str = "database",
+        timeout: float | None = None,
+        critical: bool = True,
+        startup_deadline: float | None = None,
+        wait_at_startup: bool = True,
+    ) -> WatchedEngine:
+        """Watch a SQLAlchemy ``Engine`` or ``AsyncEngine``.
+
+        Registers a readiness check named ``name`` that runs ``SELECT 1`` within
+        ``timeout`` (default ``check_timeout``) and never queues behind an exhausted pool,
+        and, unless ``wait_at_startup=False``, makes start-up wait for the database with
+        back-off until ``startup_deadline`` (default the instance's). The URL is shown with
+        its password masked, everywhere.
+        """
+        if name in self._engines:
+            raise ConfigError(
+                f"an engine named {name!r} is already watched; pass name=... to tell them apart"
+            )
+        s = self.settings
+        chosen_timeout = (
+            s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
+        )
+        deadline = (
+            s.startup_deadline
+            if startup_deadline is None
+            else _config.seconds("startup_deadline", startup_deadline)
+        )
+        watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
+        self.redactor.add(watched.password)
+
+        async def database_check() -> dict[str, Any]:
+            return await watched.ping(self.runner.executor)
+
+        database_check.__qualname__ = f"ping {watched.url}"
+        check = self.check(
+            name,
+            database_check,
+            timeout=chosen_timeout,
+            critical=critical,
+            component_type="datastore",
+        )
+        self._engines[name] = watched
+        if wait_at_startup:
+            self._dependencies.append(
+                (
+                    Dependency(
+                        name=name,
+                        description=watched.description,
+                        attempt=database_check,
+                        deadline=deadline,
+                        attempt_timeout=max(chosen_timeout, 2.0),
+                    ),
+                    check,
+                )
+            )
+        return watched
+
+    def startup_step(self, name: str, *, timeout: float = 60.0) -> Callable[[F], F]:
+        """Register work that must finish before the service is ready (a migration, a warm-up).
+
+        Steps run in order once every dependency answers, each within ``timeout``
+        seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
+        """
+        chosen = _config.seconds("timeout", timeout)
+        if any(n == name for n, _, _ in self._startup_steps) or any(
+            d.name == name for d, _ in self._dependencies
+        ):
+            raise ConfigError(f"a start-up step named {name!r} already exists")
+
+        def decorator(fn: F) -> F:
+            self._startup_steps.append((name, fn, chosen))
+            return fn
+
+        return decorator
+
+    def add_component(self, component: Component) -> None:
+        """Give lifesigns a part to start with the lifespan and stop at its end."""
+        if self._running:
+            raise RuntimeError("components must be added before the lifespan starts")
+        self._components.append(component)
+
+    @property
+    def engines(self) -> Mapping[str, WatchedEngine]:
+        """The watched engines by name."""
+        return dict(self._engines)
+
+    # -- lifespan --------------------------------------------------------------------
+
+    def lifespan(self, app: object = None) -> AbstractAsyncContextManager[None]:
+        """The lifespan to pass as ``FastAPI(lifespan=signs.lifespan)`` or to Starlette.
+
+        Starts every part lifesigns owns, then waits for the dependencies in the
+        background so that probes answer (503, with progress) while it waits.
+        """
+        return self._lifespan()
+
+    def wrap_lifespan(self, inner: Lifespan | None) -> Lifespan:
+        """A lifespan that runs lifesigns' around the application's own ``inner`` one."""
+
+        @asynccontextmanager
+        async def combined(app: Any) -> AsyncIterator[Any]:
+            async with self._lifespan():
+                if inner is None:
+                    yield None
+                else:
+                    async with inner(app) as state:
+                        yield state
+
+        return combined
+
+    def install(self, app: Any) -> None:
+        """Serve the probes on a Starlette or FastAPI ``app`` and wrap its lifespan.
+
+        For another ASGI framework, wrap it with
+        :class:`~lifesigns.http.LifesignsMiddleware` and run :meth:`lifespan` yourself.
+        """
+        from .http.middleware import LifesignsMiddleware
+
+        router = getattr(app, "router", None)
+        if (
+            router is None
+            or not hasattr(router, "lifespan_context")
+            or not hasattr(app, "add_middleware")
+        ):
+            raise TypeError(
+                f"install() needs a Starlette or FastAPI application; got {type(app).__name__}. "
+                "Wrap other ASGI apps with lifesigns.http.LifesignsMiddleware(app, signs=signs)."
+            )
+        router.lifespan_context = self.wrap_lifespan(router.lifespan_context)
+        app.add_middleware(LifesignsMiddleware, signs=self)
+
+    @asynccontextmanager
+    async def _lifespan(self) -> AsyncIterator[None]:
+        await self.start()
+        try:
+            yield
+        finally:
+            await self.stop()
+
+    async def start(self) -> None:
+        """Start every part, then wait for dependencies in the background."""
+        if self._running or (self._startup_task and not self._startup_task.done()):
+            raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        self.lifecycle.begin()
+        self.metrics.phase.state(Phase.STARTING.value)
+        for component in self._components:
+            await component.start()
+            self._running.append(component)
+        self._startup_task = asyncio.get_running_loop().create_task(
+            self._start_up(), name="lifesigns start-up"
+        )
+
+    async def _start_up(self) -> None:
+        began = time.monotonic()
+        waits = [self._wait_for(dependency, check) for dependency, check in self._dependencies]
+        outcomes = await asyncio.gather(*waits, return_exceptions=True)
+        failures = [o for o in outcomes if isinstance(o, BaseException)]
+        try:
+            for failure in failures:
+                raise failure
+            for name, step, timeout in self._startup_steps:
+                await self._run_step(name, step, timeout)
+        except StartupError:
+            reason = "; ".join(str(f) for f in failures) or str(sys.exc_info()[1])
+            logger.error("start-up failed: %s", reason)
+            self.lifecycle.move_to(Phase.FAILED, reason)
+            self.metrics.phase.state(Phase.FAILED.value)
+            return
+        self.lifecycle.move_to(Phase.READY)
+        self.metrics.phase.state(Phase.READY.value)
+        self.metrics.startup_seconds.set(time.monotonic() - began)
+        logger.info(
+            "%s is ready (start-up took %.1f s)", self.settings.service, time.monotonic() - began
+        )
+
+    async def _wait_for(self, dependency: Dependency, check: Check | None) -> None:
+        def count(outcome: str) -> None:
+            self.metrics.startup_attempts.labels(dependency.name, outcome).inc()
+
+        started, at = time.monotonic(), time.time()
+        await wait_for(dependency, self.lifecycle, self.redactor, on_attempt=count)
+        if check is not None:
+            # The wait just proved the check passes: readiness need not run it again.
+            self.runner.record(
+                check,
+                CheckResult(
+                    name=check.name,
+                    status=Status.PASS,
+                    duration=time.monotonic() - started,
+                    checked_at=at,
+                    critical=check.critical,
+                    component_type=check.component_type,
+                ),
+            )
+
+    async def _run_step(self, name: str, step: _StartupStepFn, timeout: float) -> None:
+        self.lifecycle.add_step(name, f"start-up step {name}", deadline=timeout)
+        self.lifecycle.update_step(name, attempts=1)
+        try:
+            async with asyncio.timeout(timeout):
+                await step()
+        except Exception as exc:
+            error = self.redactor.redact(
+                f"timed out after {timeout:g} s"
+                if isinstance(exc, TimeoutError)
+                else f"{type(exc).__name__}: {exc}"
+            )
+            self.lifecycle.update_step(name, state=StepState.FAILED, last_error=error)
+            logger.exception("start-up step %s failed: %s", name, error)
+            raise StartupError(f"start-up step {name} failed: {error}") from None
+        self.lifecycle.update_step(name, state=StepState.DONE)
+
+    async def stop(self) -> None:
+        """Stop everything started, each part within the grace period; never raises."""
+        grace = self.settings.grace
+        task, self._startup_task = self._startup_task, None
+        if task is not None and not task.done():
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await asyncio.wait_for(task, timeout=grace)
+        self.lifecycle.move_to(Phase.STOPPED)
+        self.metrics.phase.state(Phase.STOPPED.value)
+        while self._running:
+            component = self._running.pop()
+            try:
+                await asyncio.wait_for(component.stop(), timeout=grace)
+            except TimeoutError:
+                logger.error(
+                    "%s did not stop within the grace period of %g s", component.name, grace
+                )
+            except Exception:
+                logger.exception("%s failed to stop cleanly", component.name)
+        self.runner.close()
+
+    # -- helpers for the edge ---------------------------------------------------------
+
+    def is_authorized(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries the configured bearer token."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        return tokens_match(authorization[7:].strip(), self.settings.token)

@@ -1,0 +1,35 @@
+"""Pure ASGI middleware that answers the probe paths and passes everything else on."""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING
+
+from .probes import ProbeEndpoints
+from .responses import ASGIApp, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ..core import Lifesigns
+
+
+class LifesignsMiddleware:
+    """Serves ``/livez``, ``/readyz``, ``/startupz``, ``/health`` and ``/metrics``.
+
+    Every other request goes to ``app`` untouched; the probes answer before any of the
+    application's own middleware (authentication, sessions) runs.
+
+    **Usage**::
+
+        app = LifesignsMiddleware(app, signs=signs)
+    """
+
+    def __init__(self, app: ASGIApp, signs: Lifesigns) -> None:
+        self.app = app
+        self.endpoints = ProbeEndpoints(signs)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            handler = self.endpoints.match(scope["path"])
+            if handler is not None:
+                await handler(scope, send)
+                return
+        await self.app(scope, receive, send)

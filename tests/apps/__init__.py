@@ -1,0 +1,1 @@
+"""Small ASGI applications that tests run in real uvicorn subprocesses."""
