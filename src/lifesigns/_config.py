@@ -172,6 +172,10 @@ class Settings:
     fail_ttl: float = 1.0
     startup_deadline: float = 60.0
     grace: float = 10.0
+    side_host: str = "127.0.0.1"
+    side_port: int | None = None
+    stall_threshold: float = 0.25
+    live_fail_after: float = 20.0
 
     def __repr__(self) -> str:
         shown = []
@@ -258,6 +262,10 @@ class Settings:
 
 def _optional_text(name: str, value: object, *, from_env: bool = False) -> str | None:
     return None if value is None else text(name, value, from_env=from_env)
+
+
+def _optional_port(name: str, value: object, *, from_env: bool = False) -> int | None:
+    return None if value is None else port(name, value, from_env=from_env)
 
 
 def _paths(value: object) -> Mapping[str, str | None]:

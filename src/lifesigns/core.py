@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
@@ -24,6 +25,7 @@ from .health import Check, CheckFunction, CheckRegistry, CheckRunner, Lifecycle,
 from .health.check import CheckResult
 from .health.lifecycle import StepState
 from .health.status import Status
+from .http.requests import RequestTracker
 from .metrics import CoreMetrics
 from .startup import Dependency, wait_for
 
@@ -31,6 +33,14 @@ logger = logging.getLogger("lifesigns")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
+Dump = Callable[[], Mapping[str, Any]]
+"""Produces a token-protected debug dump as JSON-ready data.
+
+Called from whichever thread serves it (the side port's, or the event loop's): it must be
+quick, must not await, and must not take a lock the loop thread may hold.
+"""
+
+_DUMP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
 
 
 class Component(Protocol):
@@ -84,6 +94,10 @@ class Lifesigns:
       cached 2 s after a pass, 1 s after a failure).
     * ``startup_deadline``: default seconds start-up waits for a dependency (60).
     * ``grace``: seconds each part gets to stop at shutdown (10).
+    * ``side_host``, ``side_port``: where the out-of-band server answers liveness and
+      dumps from its own thread (off unless a port is given; 0 picks a free one).
+    * ``stall_threshold``: seconds without a heartbeat before the loop counts as stalled.
+    * ``live_fail_after``: seconds of stall after which liveness fails.
     """
 
     def __init__(
@@ -100,6 +114,10 @@ class Lifesigns:
         fail_ttl: float | object = UNSET,
         startup_deadline: float | object = UNSET,
         grace: float | object = UNSET,
+        side_host: str | object = UNSET,
+        side_port: int | object | None = UNSET,
+        stall_threshold: float | object = UNSET,
+        live_fail_after: float | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -114,6 +132,10 @@ class Lifesigns:
                 "fail_ttl": fail_ttl,
                 "startup_deadline": startup_deadline,
                 "grace": grace,
+                "side_host": side_host,
+                "side_port": side_port,
+                "stall_threshold": stall_threshold,
+                "live_fail_after": live_fail_after,
             }
         )
         self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
@@ -123,6 +145,8 @@ class Lifesigns:
         self.lifecycle = Lifecycle()
         self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
         self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
+        self.requests = RequestTracker()
+        self._dumps: dict[str, Dump] = {}
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []
@@ -284,6 +308,21 @@ class Lifesigns:
             return fn
 
         return decorator
+
+    def add_dump(self, name: str, producer: Dump) -> None:
+        """Serve ``producer()`` at ``/debug/<name>`` (and on the side port), by token only."""
+        if not _DUMP_NAME.match(name):
+            raise ConfigError(
+                f"dump name {name!r} is not allowed; use up to 32 of a-z, 0-9, '_', '-'"
+            )
+        if name in self._dumps:
+            raise ConfigError(f"a dump named {name!r} already exists")
+        self._dumps[name] = producer
+
+    @property
+    def dumps(self) -> Mapping[str, Dump]:
+        """The debug dumps by name."""
+        return dict(self._dumps)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""

@@ -14,7 +14,8 @@ if TYPE_CHECKING:
 class LifesignsMiddleware:
     """Serves ``/livez``, ``/readyz``, ``/startupz``, ``/health`` and ``/metrics``.
 
-    Every other request goes to ``app`` untouched; the probes answer before any of the
+    Every other request goes to ``app`` untouched, recorded as in flight while it runs
+    (see :mod:`lifesigns.http.requests`); the probes answer before any of the
     application's own middleware (authentication, sessions) runs.
 
     **Usage**::
@@ -25,11 +26,18 @@ class LifesignsMiddleware:
     def __init__(self, app: ASGIApp, signs: Lifesigns) -> None:
         self.app = app
         self.endpoints = ProbeEndpoints(signs)
+        self.requests = signs.requests
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] == "http":
-            handler = self.endpoints.match(scope["path"])
-            if handler is not None:
-                await handler(scope, send)
-                return
-        await self.app(scope, receive, send)
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        handler = self.endpoints.match(scope["path"])
+        if handler is not None:
+            await handler(scope, send)
+            return
+        info = self.requests.begin(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            self.requests.end(info)

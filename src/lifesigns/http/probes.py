@@ -36,12 +36,15 @@ class ProbeEndpoints:
                 self.routes[path] = handler
         readyz = settings.probe_path("readyz")
         self._per_check_prefix = f"{readyz}/" if readyz else None
+        self._debug_prefix = f"{settings.prefix}/debug/"
 
     def match(self, path: str) -> Handler | None:
         """The handler for ``path``, or ``None`` when it is not a probe."""
         handler = self.routes.get(path)
         if handler is None and self._per_check_prefix and path.startswith(self._per_check_prefix):
             return self.readyz
+        if handler is None and path.startswith(self._debug_prefix):
+            return self.debug
         return handler
 
     async def livez(self, scope: Scope, send: Send) -> None:
@@ -100,6 +103,32 @@ class ProbeEndpoints:
         if await self._refuse_method(scope, send, "metrics"):
             return
         await send_response(send, 200, render(self.signs.registry), CONTENT_TYPE)
+
+    async def debug(self, scope: Scope, send: Send) -> None:
+        """A token-protected dump at ``/debug/<name>``; ``/debug/`` lists them."""
+        if await self._refuse_method(scope, send, "debug"):
+            return
+        if not self._detailed(scope):
+            self._count("debug", 401)
+            await send_response(
+                send,
+                401,
+                "dumps need the bearer token (Authorization: Bearer ...)\n",
+                headers=[(b"www-authenticate", b'Bearer realm="lifesigns"')],
+            )
+            return
+        name = scope["path"][len(self._debug_prefix) :]
+        dumps = self.signs.dumps
+        if name == "":
+            await send_json(send, 200, {"dumps": sorted(dumps)})
+            return
+        producer = dumps.get(name)
+        if producer is None:
+            self._count("debug", 404)
+            await send_response(send, 404, f"no dump {name!r}; dumps: {', '.join(sorted(dumps))}\n")
+            return
+        self._count("debug", 200)
+        await send_json(send, 200, dict(producer()))
 
     def _detailed(self, scope: Scope) -> bool:
         return self.signs.is_authorized(header(scope, b"authorization"))
