@@ -166,7 +166,7 @@ def test_uvicorn_factory_env_and_signals(uvicorn_process: StartUvicorn):
     assert httpx.get(f"{server.url}/env/ECHO_MARKER").text == "from-the-test"
 
     server.send_signal(signal.SIGINT)
-    assert server.wait() == -signal.SIGINT
+    assert server.wait() == 0, "uvicorn turns a re-raised SIGINT into a clean exit"
     assert "echo: stopped" in server.log_text()
 
 
