@@ -30,7 +30,20 @@ _EXPORTS = {
     "LifesignsMiddleware": "http",
 }
 
-__all__ = [*_EXPORTS, "__version__"]
+__all__ = [
+    "Check",
+    "CheckResult",
+    "Component",
+    "ConfigError",
+    "Degraded",
+    "Lifesigns",
+    "LifesignsError",
+    "LifesignsMiddleware",
+    "ProbeResult",
+    "StartupError",
+    "Status",
+    "__version__",
+]
 
 
 def __getattr__(name: str) -> Any:

@@ -1,0 +1,2 @@
+"""The demo service, which grows into the incident lab: a real service that can reproduce
+each incident lifesigns exists to end."""

@@ -1,0 +1,130 @@
+"""An orders service on SQLAlchemy, wired with lifesigns the way an adopter would."""
+
+from __future__ import annotations
+
+import datetime as dt
+from collections.abc import AsyncIterator
+from typing import Any
+
+from fastapi import Depends, FastAPI, HTTPException
+from pydantic import BaseModel, Field
+from sqlalchemy import DateTime, Integer, String, func, select
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+
+from lifesigns import Lifesigns
+
+
+class Base(DeclarativeBase):
+    """Declarative base of the demo's tables."""
+
+
+class Order(Base):
+    """An order: an item and how many."""
+
+    __tablename__ = "orders"
+
+    id: Mapped[int] = mapped_column(Integer, primary_key=True)
+    item: Mapped[str] = mapped_column(String(100))
+    quantity: Mapped[int] = mapped_column(Integer)
+    created_at: Mapped[dt.datetime] = mapped_column(
+        DateTime(timezone=True), default=lambda: dt.datetime.now(dt.UTC)
+    )
+
+
+class OrderIn(BaseModel):
+    """What a client sends to place an order."""
+
+    item: str = Field(min_length=1, max_length=100)
+    quantity: int = Field(ge=1, le=10_000)
+
+
+class OrderOut(OrderIn):
+    """An order as stored."""
+
+    id: int
+    created_at: dt.datetime
+
+
+def create_app(
+    database_url: str,
+    *,
+    token: str | None = None,
+    side_port: int | None = None,
+    engine: AsyncEngine | None = None,
+) -> FastAPI:
+    """Build the demo service: the orders API plus lifesigns' probes and metrics."""
+    signs = Lifesigns(service="orders-demo", version="0.1.0", token=token, side_port=side_port)
+    engine = engine or create_async_engine(database_url, pool_pre_ping=True)
+    sessions = async_sessionmaker(engine, expire_on_commit=False)
+    signs.watch_engine(engine)
+
+    @signs.startup_step("schema", timeout=30)
+    async def create_schema() -> None:
+        async with engine.begin() as conn:
+            await conn.run_sync(Base.metadata.create_all)
+
+    @signs.check("orders-table", critical=False, timeout=0.5)
+    async def orders_table() -> dict[str, Any]:
+        async with sessions() as session:
+            count = await session.scalar(select(func.count()).select_from(Order))
+        return {"orders": count}
+
+    async def session() -> AsyncIterator[AsyncSession]:
+        async with sessions() as s:
+            yield s
+
+    app = FastAPI(title="lifesigns demo: orders")
+    signs.install(app)
+    app.state.signs = signs
+
+    @app.get("/")
+    async def index() -> dict[str, Any]:
+        return {
+            "service": "orders-demo",
+            "endpoints": [
+                "/orders",
+                "/orders/{id}",
+                "/orders/stats",
+                "/livez",
+                "/readyz",
+                "/health",
+            ],
+        }
+
+    @app.get("/orders", response_model=list[OrderOut])
+    async def list_orders(limit: int = 50, db: AsyncSession = Depends(session)) -> list[Order]:  # noqa: B008
+        rows = await db.scalars(
+            select(Order).order_by(Order.id.desc()).limit(max(1, min(limit, 500)))
+        )
+        return list(rows)
+
+    @app.post("/orders", response_model=OrderOut, status_code=201)
+    async def place_order(order: OrderIn, db: AsyncSession = Depends(session)) -> Order:  # noqa: B008
+        row = Order(item=order.item, quantity=order.quantity)
+        db.add(row)
+        await db.commit()
+        return row
+
+    @app.get("/orders/stats")
+    async def order_stats(db: AsyncSession = Depends(session)) -> dict[str, Any]:  # noqa: B008
+        total, quantity = (
+            await db.execute(
+                select(func.count(Order.id), func.coalesce(func.sum(Order.quantity), 0))
+            )
+        ).one()
+        return {"orders": total, "quantity": quantity}
+
+    @app.get("/orders/{order_id}", response_model=OrderOut)
+    async def get_order(order_id: int, db: AsyncSession = Depends(session)) -> Order:  # noqa: B008
+        row = await db.get(Order, order_id)
+        if row is None:
+            raise HTTPException(status_code=404, detail=f"no order {order_id}")
+        return row
+
+    return app
