@@ -47,12 +47,12 @@ def seconds(
     """Validate a duration in seconds and return it as a float."""
     where = _source(name, from_env)
     if isinstance(value, bool):
-        raise ConfigError(f"{where}={value!r} is not a duration; give seconds as a number")
+        raise ConfigError(f"{where}={value!r} is not a duration; allowed: seconds as a number")
     try:
         number = float(value)  # type: ignore[arg-type]
     except (TypeError, ValueError):
         raise ConfigError(
-            f"{where}={value!r} is not a duration; give seconds as a number, e.g. 0.5"
+            f"{where}={value!r} is not a duration; allowed: seconds as a number, e.g. 0.5"
         ) from None
     low_ok = number >= minimum if allow_zero else number > minimum
     if not math.isfinite(number) or not low_ok or number > maximum:
@@ -196,68 +196,15 @@ class Settings:
         cls, arguments: Mapping[str, object], env: Mapping[str, str] | None = None
     ) -> Settings:
         """Validate keyword arguments (``UNSET`` where not given) against the environment."""
-        d = cls()
-        service = resolve("service", arguments.get("service", UNSET), d.service, text, env)
-        version_raw = resolve(
-            "version", arguments.get("version", UNSET), d.version, _optional_text, env
-        )
-        paths = _paths(arguments.get("paths", UNSET))
-        probe_budget = resolve(
-            "probe_budget",
-            arguments.get("probe_budget", UNSET),
-            d.probe_budget,
-            seconds,
-            env,
-            maximum=60.0,
-        )
-        check_timeout = resolve(
-            "check_timeout",
-            arguments.get("check_timeout", UNSET),
-            d.check_timeout,
-            seconds,
-            env,
-            maximum=600.0,
-        )
-        return cls(
-            service=service,
-            version=version_raw,
-            token=resolve("token", arguments.get("token", UNSET), d.token, token, env),
-            prefix=resolve(
-                "prefix", arguments.get("prefix", UNSET), d.prefix, path, env, allow_empty=True
-            ),
-            paths=paths,
-            probe_budget=probe_budget,
-            check_timeout=check_timeout,
-            pass_ttl=resolve(
-                "pass_ttl",
-                arguments.get("pass_ttl", UNSET),
-                d.pass_ttl,
-                seconds,
-                env,
-                allow_zero=True,
-                maximum=3600.0,
-            ),
-            fail_ttl=resolve(
-                "fail_ttl",
-                arguments.get("fail_ttl", UNSET),
-                d.fail_ttl,
-                seconds,
-                env,
-                allow_zero=True,
-                maximum=3600.0,
-            ),
-            startup_deadline=resolve(
-                "startup_deadline",
-                arguments.get("startup_deadline", UNSET),
-                d.startup_deadline,
-                seconds,
-                env,
-                maximum=86_400.0,
-            ),
-            grace=resolve(
-                "grace", arguments.get("grace", UNSET), d.grace, seconds, env, maximum=3600.0
-            ),
-        )
+        defaults = cls()
+        values: dict[str, Any] = {
+            name: resolve(
+                name, arguments.get(name, UNSET), getattr(defaults, name), check, env, **kw
+            )
+            for name, (check, kw) in _OPTIONS.items()
+        }
+        values["paths"] = _paths(arguments.get("paths", UNSET))
+        return cls(**values)
 
 
 def _optional_text(name: str, value: object, *, from_env: bool = False) -> str | None:
@@ -284,3 +231,26 @@ def _paths(value: object) -> Mapping[str, str | None]:
     if len(served) != len(set(served)):
         raise ConfigError(f"paths={value!r} serves two probes at one path")
     return result
+
+
+_OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
+    "service": (text, {}),
+    "version": (_optional_text, {}),
+    "token": (token, {}),
+    "prefix": (path, {"allow_empty": True}),
+    "probe_budget": (seconds, {"maximum": 60.0}),
+    "check_timeout": (seconds, {"maximum": 600.0}),
+    "pass_ttl": (seconds, {"allow_zero": True, "maximum": 3600.0}),
+    "fail_ttl": (seconds, {"allow_zero": True, "maximum": 3600.0}),
+    "startup_deadline": (seconds, {"maximum": 86_400.0}),
+    "grace": (seconds, {"maximum": 3600.0}),
+    "side_host": (text, {}),
+    "side_port": (_optional_port, {}),
+    "stall_threshold": (seconds, {"minimum": 0.01, "allow_zero": True, "maximum": 60.0}),
+    "live_fail_after": (seconds, {"maximum": 3600.0}),
+}
+"""Every option but ``paths``: its validator and the validator's bounds.
+
+Adding a setting means a field on :class:`Settings`, a line here and a keyword argument
+on :class:`~lifesigns.Lifesigns`.
+"""
