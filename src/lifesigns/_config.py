@@ -46,7 +46,7 @@ def seconds(
 ) -> float:
     """Validate a duration in seconds and return it as a float."""
     where = _source(name, from_env)
-    if isinstance(value, bool):
+    if isinstance(value, bool) or (isinstance(value, str) and not from_env):
         raise ConfigError(f"{where}={value!r} is not a duration; allowed: seconds as a number")
     try:
         number = float(value)  # type: ignore[arg-type]

@@ -9,6 +9,7 @@ from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass, field
 from typing import Any, TypeAlias
 
+from .._config import seconds
 from ..errors import ConfigError
 from .status import Status
 
@@ -52,23 +53,14 @@ class Check:
             )
         if not callable(self.func):
             raise ConfigError(f"check {self.name!r}: {self.func!r} is not callable")
-        for label, value in (
-            ("timeout", self.timeout),
-            ("pass_ttl", self.pass_ttl),
-            ("fail_ttl", self.fail_ttl),
-        ):
-            low_ok = value > 0 if label == "timeout" else value >= 0
-            if (
-                isinstance(value, bool)
-                or not isinstance(value, int | float)
-                or not low_ok
-                or value > 3600
-            ):
-                bound = "> 0" if label == "timeout" else ">= 0"
-                raise ConfigError(
-                    f"check {self.name!r}: {label}={value!r} is out of range; "
-                    f"allowed: {bound} and <= 3600 seconds"
-                )
+        for label in ("timeout", "pass_ttl", "fail_ttl"):
+            value = seconds(
+                f"check {self.name!r}: {label}",
+                getattr(self, label),
+                allow_zero=label != "timeout",
+                maximum=3600.0,
+            )
+            object.__setattr__(self, label, value)
         if self.component_type not in COMPONENT_TYPES:
             raise ConfigError(
                 f"check {self.name!r}: component_type={self.component_type!r}; "
