@@ -154,7 +154,7 @@ async def test_failing_critical_check_fails_readiness_with_reason_withheld():
 
 
 async def test_paths_and_prefix_are_configurable():
-    signs, app = build(prefix="/ops", paths={"livez": "/alive", "metrics": None})
+    _, app = build(prefix="/ops", paths={"livez": "/alive", "metrics": None})
     async with app.router.lifespan_context(app):
         transport = httpx.ASGITransport(app=app)
         async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
@@ -165,7 +165,7 @@ async def test_paths_and_prefix_are_configurable():
 
 
 async def test_probes_before_the_lifespan_ran_say_so():
-    signs, app = build()
+    _, app = build()
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as client:
         ready = await client.get("/readyz", headers=AUTH)
