@@ -6,6 +6,7 @@ import os
 import secrets
 import signal
 from pathlib import Path
+from typing import Any
 
 import httpx
 import psycopg
@@ -22,9 +23,9 @@ pytestmark = pytest.mark.slow
 IDENTITY = sa.text("SELECT current_user, current_database()")
 
 
-def app_conninfo(postgres: Postgres, **overrides: object) -> dict[str, object]:
-    """psycopg keyword arguments for the application role."""
-    return {
+def connect_app(postgres: Postgres, **overrides: Any) -> psycopg.Connection[tuple[Any, ...]]:
+    """Connect with psycopg as the application role; ``overrides`` replace arguments."""
+    arguments: dict[str, Any] = {
         "host": postgres.host,
         "port": postgres.port,
         "user": postgres.user,
@@ -33,6 +34,7 @@ def app_conninfo(postgres: Postgres, **overrides: object) -> dict[str, object]:
         "connect_timeout": 5,
         **overrides,
     }
+    return psycopg.connect(**arguments)
 
 
 def process_alive(pid: int) -> bool:
@@ -78,7 +80,7 @@ def test_url_quotes_the_password(postgres: Postgres):
 
 def test_wrong_password_is_refused(postgres: Postgres):
     with pytest.raises(psycopg.OperationalError, match="password authentication failed"):
-        psycopg.connect(**app_conninfo(postgres, password=postgres.password + "x"))
+        connect_app(postgres, password=postgres.password + "x")
 
 
 def test_stop_refuses_connections_until_start_again(postgres: Postgres):
@@ -88,29 +90,32 @@ def test_stop_refuses_connections_until_start_again(postgres: Postgres):
     try:
         assert not server.running
         with pytest.raises(psycopg.OperationalError):
-            psycopg.connect(**app_conninfo(server))
+            connect_app(server)
     finally:
         server.start_again()
     assert server.port == port
-    with psycopg.connect(**app_conninfo(server)) as conn:
+    with connect_app(server) as conn:
         assert conn.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_restart_drops_open_connections(postgres: Postgres):
     server = require_control(postgres)
-    with psycopg.connect(**app_conninfo(server)) as old:
+    with connect_app(server) as old:
         server.restart()
         with pytest.raises(psycopg.OperationalError):
             old.execute("SELECT 1")
-    with psycopg.connect(**app_conninfo(server)) as new:
+    with connect_app(server) as new:
         assert new.execute("SELECT 1").fetchone() == (1,)
 
 
 def test_statement_calls_counts_a_distinctive_statement(postgres: Postgres):
     marker = f"harness_marker_{secrets.token_hex(4)}"
-    postgres.reset_statements()
+    try:
+        postgres.reset_statements()
+    except NotImplementedError as exc:  # only with an external server
+        pytest.skip(str(exc))
     assert postgres.statement_calls(marker) == 0
-    with psycopg.connect(**app_conninfo(postgres)) as conn:
+    with connect_app(postgres) as conn:
         for _ in range(3):
             conn.execute(f"SELECT 1 AS {marker}")
     assert postgres.statement_calls(marker) == 3
@@ -120,7 +125,7 @@ def test_statement_calls_counts_a_distinctive_statement(postgres: Postgres):
 
 def test_backend_states_show_an_idle_connection(postgres: Postgres):
     name = f"harness-{secrets.token_hex(4)}"
-    with psycopg.connect(**app_conninfo(postgres, application_name=name, autocommit=True)) as conn:
+    with connect_app(postgres, application_name=name, autocommit=True) as conn:
         conn.execute("SELECT 42")
         mine = [row for row in postgres.backend_states() if row["application_name"] == name]
         assert len(mine) == 1

@@ -4,7 +4,9 @@
 directory, ``postgres`` on ``127.0.0.1`` at a free port, SCRAM passwords over TCP, and
 ``pg_stat_statements`` loaded so tests can count the statements the library sends.
 As root (CI, containers) ``initdb`` and ``postgres`` run as the ``postgres`` OS user
-through ``runuser``, or as ``nobody`` where no such user exists.
+through ``runuser``, or as ``nobody`` where no such user exists; that user needs to reach
+the binaries. Server settings (port, ``pg_stat_statements``, ``fsync=off``, ...) go into
+the cluster's ``postgresql.conf``, so a stop and start keeps them and the port.
 
 :class:`ExternalPostgres` wraps an existing server named by ``LIFESIGNS_TEST_DATABASE_URL``
 with the same read API; it cannot be stopped, so :func:`require_control` skips the
@@ -167,7 +169,7 @@ class Postgres:
         raise NotImplementedError(f"{type(self).__name__} cannot {action}() the server")
 
     @contextlib.contextmanager
-    def _admin_connection(self) -> Iterator[psycopg.Connection[Any]]:
+    def _admin_connection(self) -> Iterator[psycopg.Connection[tuple[Any, ...]]]:
         with psycopg.connect(
             self.superuser_dsn(), connect_timeout=_CONNECT_TIMEOUT, autocommit=True
         ) as conn:
@@ -203,7 +205,6 @@ class PostgresServer(Postgres):
         self._superuser_password = secrets.token_hex(16)
         self._bindir = bindir
         self._dir: Path | None = None
-        self._running = False
 
     @property
     def directory(self) -> Path:
@@ -219,8 +220,11 @@ class PostgresServer(Postgres):
 
     @property
     def running(self) -> bool:
-        """Whether the server was started and not stopped since."""
-        return self._running
+        """Whether a postmaster runs on the data directory (asks ``pg_ctl status``)."""
+        if self._dir is None or not (self._dir / "data" / "postmaster.pid").exists():
+            return False
+        status = self._run("pg_ctl", "status", "-D", str(self.directory / "data"), check=False)
+        return status.returncode == 0
 
     def log_text(self) -> str:
         """Return the server log so far."""
@@ -251,14 +255,12 @@ class PostgresServer(Postgres):
     def start_again(self) -> None:
         """Start the (stopped) server on the same port with the same data."""
         self._pg_ctl("start", "-l", str(self.log_path))
-        self._running = True
         self._wait_until_accepting()
 
     def stop(self) -> None:
         """Fast shutdown; returns once the server is gone. A no-op when not running."""
-        if self._running:
+        if self.running:
             self._pg_ctl("stop", "-m", "fast")
-            self._running = False
 
     def restart(self) -> None:
         """Fast shutdown followed by a start on the same port."""
@@ -270,8 +272,7 @@ class PostgresServer(Postgres):
         if self._dir is None:
             return
         try:
-            if self._running:
-                self.stop()
+            self.stop()
         finally:
             shutil.rmtree(self._dir, ignore_errors=True)
             self._dir = None
@@ -289,8 +290,7 @@ class PostgresServer(Postgres):
         self.cleanup()
 
     def __repr__(self) -> str:
-        state = "running" if self._running else "stopped"
-        return f"<PostgresServer {self.host}:{self.port} {state} bindir={self._bindir}>"
+        return f"<PostgresServer {self.host}:{self.port} dir={self._dir} bindir={self._bindir}>"
 
     # -- internals -------------------------------------------------------------------
 
@@ -370,10 +370,19 @@ class PostgresServer(Postgres):
 
     def _pg_ctl(self, action: str, *args: str) -> None:
         self._run(
-            "pg_ctl", "-D", str(self.directory / "data"), "-w", "-t", str(_PG_CTL_WAIT), *args, action
+            "pg_ctl",
+            "-D",
+            str(self.directory / "data"),
+            "-w",
+            "-t",
+            str(_PG_CTL_WAIT),
+            *args,
+            action,
         )
 
-    def _run(self, program: str, *args: str) -> None:
+    def _run(
+        self, program: str, *args: str, check: bool = True
+    ) -> subprocess.CompletedProcess[str]:
         assert self._bindir is not None
         command = [str(self._bindir / program), *args]
         if os.geteuid() == 0:  # initdb and postgres refuse to run as root
@@ -393,11 +402,14 @@ class PostgresServer(Postgres):
                 f"{program} {args} did not finish within {_COMMAND_TIMEOUT}s\n"
                 f"{_tail(self.log_text())}"
             ) from exc
-        if result.returncode != 0:
+        except OSError as exc:  # not executable, missing
+            raise PostgresError(f"cannot run {command[0]}: {exc}") from exc
+        if check and result.returncode != 0:
             raise PostgresError(
                 f"{program} {' '.join(args)} exited with {result.returncode}\n"
                 f"stdout: {result.stdout}\nstderr: {result.stderr}\n{_tail(self.log_text())}"
             )
+        return result
 
 
 class ExternalPostgres(Postgres):
@@ -424,12 +436,33 @@ class ExternalPostgres(Postgres):
         return self.url("postgresql")
 
     def statement_calls(self, pattern: str) -> int:
-        """See :meth:`Postgres.statement_calls`; raises if the extension is missing."""
-        try:
+        """See :meth:`Postgres.statement_calls`.
+
+        Raises :class:`NotImplementedError` if ``pg_stat_statements`` is not installed.
+        """
+        with self._statements_required():
             return super().statement_calls(pattern)
-        except psycopg.errors.UndefinedTable as exc:
+
+    def reset_statements(self) -> None:
+        """See :meth:`Postgres.reset_statements`.
+
+        Raises :class:`NotImplementedError` if ``pg_stat_statements`` is not installed or
+        the role may not reset it (by default only superusers may).
+        """
+        with self._statements_required():
+            super().reset_statements()
+
+    @contextlib.contextmanager
+    def _statements_required(self) -> Iterator[None]:
+        try:
+            yield
+        except (psycopg.errors.UndefinedTable, psycopg.errors.UndefinedFunction) as exc:
             raise NotImplementedError(
                 f"pg_stat_statements is not installed in database {self.database!r}"
+            ) from exc
+        except psycopg.errors.InsufficientPrivilege as exc:
+            raise NotImplementedError(
+                f"role {self.user!r} may not use pg_stat_statements: {exc}"
             ) from exc
 
     def __repr__(self) -> str:

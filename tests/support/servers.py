@@ -8,6 +8,7 @@ a log file that tests can read and wait on. It runs in its own process group, an
 
 from __future__ import annotations
 
+import contextlib
 import os
 import re
 import signal
@@ -188,9 +189,7 @@ class UvicornProcess:
         try:
             return self._started().wait(timeout)
         except subprocess.TimeoutExpired:
-            raise TimeoutError(
-                f"uvicorn still runs after {timeout}s\n{self._log_tail()}"
-            ) from None
+            raise TimeoutError(f"uvicorn still runs after {timeout}s\n{self._log_tail()}") from None
 
     def terminate(self, timeout: float = 15.0) -> int:
         """Stop the server and return its exit code. Safe to call more than once.
@@ -240,10 +239,8 @@ class UvicornProcess:
         return self._process
 
     def _kill_group(self) -> None:
-        try:
+        with contextlib.suppress(ProcessLookupError):  # the group is gone already
             os.killpg(self._started().pid, signal.SIGKILL)
-        except ProcessLookupError:
-            pass
 
     def _log_tail(self, lines: int = 40) -> str:
         tail = "\n".join(self.log_text().splitlines()[-lines:])
