@@ -98,6 +98,12 @@ class Lifesigns:
       dumps from its own thread (off unless a port is given; 0 picks a free one).
     * ``stall_threshold``: seconds without a heartbeat before the loop counts as stalled.
     * ``live_fail_after``: seconds of stall after which liveness fails.
+    * ``drain_delay``: seconds between SIGTERM (readiness fails) and the server closing
+      its listener, for load balancers to notice (5; see :mod:`lifesigns.drain`).
+    * ``termination_grace``: seconds the platform allows from SIGTERM to SIGKILL (30, as
+      Kubernetes); start-up warns when ``drain_delay + grace`` does not fit.
+    * ``deadline``: default seconds a request may take before it gets 504 (``None``: no
+      deadline; see :mod:`lifesigns.http.deadline`).
     """
 
     def __init__(
@@ -118,6 +124,9 @@ class Lifesigns:
         side_port: int | object | None = UNSET,
         stall_threshold: float | object = UNSET,
         live_fail_after: float | object = UNSET,
+        drain_delay: float | object = UNSET,
+        termination_grace: float | object = UNSET,
+        deadline: float | object | None = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -136,6 +145,9 @@ class Lifesigns:
                 "side_port": side_port,
                 "stall_threshold": stall_threshold,
                 "live_fail_after": live_fail_after,
+                "drain_delay": drain_delay,
+                "termination_grace": termination_grace,
+                "deadline": deadline,
             }
         )
         self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
@@ -324,6 +336,26 @@ class Lifesigns:
         """The debug dumps by name."""
         return dict(self._dumps)
 
+    def periodic(
+        self, every: float, *, timeout: float | None = None, jitter: float = 0.0, **options: Any
+    ) -> Callable[[F], F]:
+        """Supervise the decorated ``async def``, run every ``every`` seconds.
+
+        See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
+        """
+        from .tasks import attach
+
+        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+
+    def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
+        """Supervise the decorated long-running ``async def`` with an OTP restart policy.
+
+        See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
+        """
+        from .tasks import attach
+
+        return attach(self).supervised(restart=restart, **options)
+
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
         if self._running:
@@ -429,7 +461,7 @@ class Lifesigns:
             self.metrics.startup_attempts.labels(dependency.name, outcome).inc()
 
         started, at = time.monotonic(), time.time()
-        await wait_for(dependency, self.lifecycle, self.redactor, on_attempt=count)
+        answer = await wait_for(dependency, self.lifecycle, self.redactor, on_attempt=count)
         if check is not None:
             # The wait just proved the check passes: readiness need not run it again.
             self.runner.record(
@@ -441,6 +473,7 @@ class Lifesigns:
                     checked_at=at,
                     critical=check.critical,
                     component_type=check.component_type,
+                    details=dict(answer) if isinstance(answer, Mapping) else None,
                 ),
             )
 

@@ -59,8 +59,8 @@ async def wait_for(
     lifecycle: Lifecycle,
     redactor: SecretRedactor,
     on_attempt: Callable[[str], None] | None = None,
-) -> None:
-    """Retry ``dependency`` until it answers or its deadline passes.
+) -> object:
+    """Retry ``dependency`` until it answers or its deadline passes; return its answer.
 
     Records every attempt on ``lifecycle`` (for ``/startupz``) and calls ``on_attempt``
     with ``"ok"`` or ``"error"`` (for metrics). Raises :class:`StartupError` naming the
@@ -95,6 +95,7 @@ async def wait_for(
         reraise=True,
     )
     attempts = 0
+    answer: object = None
     try:
         async for attempt in retrying:
             with attempt:
@@ -102,7 +103,7 @@ async def wait_for(
                 lifecycle.update_step(name, attempts=attempts, next_attempt_in=None)
                 remaining = dependency.deadline - (time.monotonic() - started)
                 try:
-                    await asyncio.wait_for(
+                    answer = await asyncio.wait_for(
                         dependency.attempt(),
                         timeout=max(0.05, min(dependency.attempt_timeout, remaining)),
                     )
@@ -125,3 +126,4 @@ async def wait_for(
         logger.info(
             "%s answered after %d attempts in %.1f s", dependency.description, attempts, elapsed
         )
+    return answer

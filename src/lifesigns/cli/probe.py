@@ -338,8 +338,8 @@ def _call_with_alarm(fn: Callable[[], _T], budget: _Budget) -> _T:
             except _DeadlineReached:
                 continue
         delay, interval = previous_timer
-        if delay > 0 or interval > 0:
-            left = delay - (time.monotonic() - started) if delay > 0 else 0.0
+        if delay > 0:
+            left = delay - (time.monotonic() - started)
             # A timer that would have expired meanwhile fires now, late rather than never.
             signal.setitimer(signal.ITIMER_REAL, max(left, 1e-6), interval)
 
