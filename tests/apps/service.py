@@ -49,3 +49,15 @@ async def now() -> dict[str, str]:
         async with engine.connect() as conn:  # type: ignore[union-attr]
             value = (await conn.execute(text("SELECT now()::text"))).scalar_one()
     return {"now": value}
+
+
+@app.get("/naive-health")
+async def naive_health() -> dict[str, str]:
+    """Seed 004's fix: a database round trip on every probe, no timeout, no cache."""
+    if sync:
+        with engine.connect() as conn:  # type: ignore[union-attr]
+            conn.execute(text("SELECT 1 AS naive_ping"))
+    else:
+        async with engine.connect() as conn:  # type: ignore[union-attr]
+            await conn.execute(text("SELECT 1 AS naive_ping"))
+    return {"status": "healthy", "database": "connected"}
