@@ -73,14 +73,15 @@ def main() -> None:
                 ),
             ]
     print(
-        f"\n{args.rounds} rounds of {args.probes} concurrent probes each, one uvicorn worker, PostgreSQL 15 on loopback\n"
+        f"\n{args.rounds} rounds of {args.probes} concurrent probes each, "
+        "one uvicorn worker, PostgreSQL on loopback\n"
     )
     print("| endpoint | probes | 200s | statements at the database | wall s | p50 ms | p99 ms |")
     print("|---|---:|---:|---:|---:|---:|---:|")
     for name, r in rows:
-        print(
-            f"| {name} | {r['probes']} | {r['ok']} | {r['statements']} | {r['seconds']:.1f} | {r['p50']:.1f} | {r['p99']:.1f} |"
-        )
+        cells = [r["probes"], r["ok"], r["statements"], f"{r['seconds']:.1f}"]
+        cells += [f"{r['p50']:.1f}", f"{r['p99']:.1f}"]
+        print(f"| {name} | " + " | ".join(str(c) for c in cells) + " |")
     naive, ours = rows[0][1], rows[1][1]
     print(
         f"\nstatements: {naive['statements']} vs {ours['statements']}; "
