@@ -167,6 +167,10 @@ def commands(url: str, pycache: Path) -> tuple[list[Command], list[str]]:
         )
     importing = [python, "-c", "import lifesigns.cli.probe"]
     found.append(Command("`python -c 'import lifesigns.cli.probe'`", importing))
+    whole = [python, "-c", "from lifesigns import Lifesigns; import lifesigns.db, lifesigns.http"]
+    found.append(
+        Command("`python -c 'from lifesigns import Lifesigns'` (the whole library)", whole)
+    )
     return found, notes
 
 
