@@ -1,0 +1,98 @@
+"""``lifesigns demo``: the command a newcomer runs first must work and say where things are."""
+
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.support.servers import free_port
+
+LIFESIGNS = Path(sys.executable).with_name("lifesigns")
+
+
+def start_demo(*args: str, log: Path) -> subprocess.Popen[bytes]:
+    command = [str(LIFESIGNS)] if LIFESIGNS.exists() else [sys.executable, "-m", "lifesigns"]
+    with log.open("wb") as out:
+        return subprocess.Popen(
+            [*command, "demo", *args],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+
+
+def wait_for_ready(
+    base: str, process: subprocess.Popen[bytes], log: Path, timeout: float = 30
+) -> None:
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if process.poll() is not None:
+            raise AssertionError(f"demo exited with {process.returncode}:\n{log.read_text()}")
+        try:
+            if httpx.get(f"{base}/readyz", timeout=2).status_code == 200:
+                return
+        except httpx.TransportError:
+            pass
+        time.sleep(0.1)
+    raise AssertionError(f"demo not ready within {timeout} s:\n{log.read_text()}")
+
+
+@pytest.mark.parametrize("backend", ["sqlite", "postgres"])
+def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request):
+    port = free_port()
+    args = ["--port", str(port), "--token", "demo-token-0123456789"]
+    password = None
+    if backend == "postgres":
+        postgres = request.getfixturevalue("postgres")
+        args += ["--database-url", postgres.url()]
+        password = postgres.password
+    else:
+        args += ["--database-url", f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}"]
+    log = tmp_path / "demo.log"
+    process = start_demo(*args, log=log)
+    base = f"http://127.0.0.1:{port}"
+    try:
+        wait_for_ready(base, process, log)
+        placed = httpx.post(f"{base}/orders", json={"item": "tea", "quantity": 3}, timeout=5)
+        assert placed.status_code == 201
+        order = placed.json()
+        assert httpx.get(f"{base}/orders/{order['id']}", timeout=5).json()["item"] == "tea"
+        stats = httpx.get(f"{base}/orders/stats", timeout=5).json()
+        assert stats["quantity"] >= 3
+        bad = httpx.post(f"{base}/orders", json={"item": "", "quantity": 0}, timeout=5)
+        assert bad.status_code == 422
+        health = httpx.get(
+            f"{base}/health", headers={"Authorization": "Bearer demo-token-0123456789"}, timeout=5
+        ).json()
+        assert health["checks"]["orders-table:responseTime"][0]["details"]["orders"] >= 1
+    finally:
+        process.terminate()
+        process.wait(15)
+    output = log.read_text()
+    assert re.search(rf"readiness +{re.escape(base)}/readyz", output)
+    assert f"{base}/livez" in output
+    if password:
+        assert password not in output
+        assert ":***@" in output
+
+
+def test_demo_refuses_a_bad_port():
+    command = [str(LIFESIGNS)] if LIFESIGNS.exists() else [sys.executable, "-m", "lifesigns"]
+    done = subprocess.run(
+        [*command, "demo", "--port", "70000"], capture_output=True, text=True, timeout=60
+    )
+    assert done.returncode == 2
+    assert "--port 70000 is not a port" in done.stderr
+
+
+def test_unknown_command_lists_the_commands():
+    command = [str(LIFESIGNS)] if LIFESIGNS.exists() else [sys.executable, "-m", "lifesigns"]
+    done = subprocess.run([*command, "nosuch"], capture_output=True, text=True, timeout=60)
+    assert done.returncode == 2
+    assert "unknown command 'nosuch'; commands: probe, demo" in done.stderr
