@@ -32,7 +32,7 @@ def percentile(values: list[float], q: float) -> float:
 
 def measure(
     server: UvicornProcess, pg: PostgresServer, path: str, marker: str, probes: int, rounds: int
-):
+) -> dict[str, float]:
     answers: list[Answer] = []
     pg.reset_statements()
     started = time.monotonic()
