@@ -174,8 +174,11 @@ class Settings:
     grace: float = 10.0
     side_host: str = "127.0.0.1"
     side_port: int | None = None
-    stall_threshold: float = 0.25
-    live_fail_after: float = 20.0
+    stall_threshold: float = 0.25  # why: lifesigns.loop docstring
+    live_fail_after: float = 10.0  # why: lifesigns.loop docstring
+    drain_delay: float = 5.0
+    termination_grace: float = 30.0
+    deadline: float | None = None
 
     def __repr__(self) -> str:
         shown = []
@@ -209,6 +212,12 @@ class Settings:
 
 def _optional_text(name: str, value: object, *, from_env: bool = False) -> str | None:
     return None if value is None else text(name, value, from_env=from_env)
+
+
+def _optional_seconds(name: str, value: object, *, from_env: bool = False) -> float | None:
+    if value is None or (from_env and str(value).strip().lower() in {"none", "off"}):
+        return None
+    return seconds(name, value, from_env=from_env, maximum=3600.0)
 
 
 def _optional_port(name: str, value: object, *, from_env: bool = False) -> int | None:
@@ -248,6 +257,9 @@ _OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "side_port": (_optional_port, {}),
     "stall_threshold": (seconds, {"minimum": 0.01, "allow_zero": True, "maximum": 60.0}),
     "live_fail_after": (seconds, {"maximum": 3600.0}),
+    "drain_delay": (seconds, {"allow_zero": True, "maximum": 3600.0}),
+    "termination_grace": (seconds, {"maximum": 86_400.0}),
+    "deadline": (_optional_seconds, {}),
 }
 """Every option but ``paths``: its validator and the validator's bounds.
 

@@ -1,0 +1,292 @@
+"""Request deadlines: past its deadline a handler is cancelled and the client gets 504.
+
+uvicorn has no request timeout (Kludex/uvicorn#157) and gunicorn's ``timeout`` does not
+bound requests under ``UvicornWorker``; a handler waiting on a stuck dependency holds its
+connection, its database session and the client for as long as it likes. This pure ASGI
+middleware gives each request a deadline: an app-wide default and per-route overrides.
+
+At the deadline the handler's task is cancelled, so ``async with`` blocks unwind and
+return their connections to the pool. If the response has not started, the client gets
+``504 Gateway Timeout`` with a JSON body naming the deadline, sent at once even when the
+handler cannot be interrupted (a sync endpoint in a worker thread finishes in the
+background; its late output is dropped). If the response has started, the connection is
+closed. Each expiry is counted by route template.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import re
+import weakref
+from collections.abc import Mapping
+from typing import TYPE_CHECKING, Any
+
+from prometheus_client import Counter
+
+from .. import _config
+from .._config import UNSET
+from ..errors import ConfigError
+from .responses import ASGIApp, Message, Receive, Scope, Send
+
+if TYPE_CHECKING:
+    from ..core import Lifesigns
+
+logger = logging.getLogger("lifesigns.http")
+
+_CACHE_SIZE = 4096
+_TICK = 0.025
+"""Seconds between sweeps for expired requests: a 504 comes at most this late."""
+_PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
+_counters: weakref.WeakKeyDictionary[Lifesigns, Counter] = weakref.WeakKeyDictionary()
+
+
+def _counter(signs: Lifesigns) -> Counter:
+    counter = _counters.get(signs)
+    if counter is None:
+        counter = Counter(
+            "lifesigns_request_deadlines_exceeded",
+            "Requests cancelled at their deadline, by route template.",
+            ["route"],
+            registry=signs.registry,
+        )
+        _counters[signs] = counter
+    return counter
+
+
+def _template_regex(template: str) -> re.Pattern[str]:
+    """``/orders/{id}`` -> ``^/orders/[^/]+$`` (``{p:path}`` matches across ``/``)."""
+    out, last = [], 0
+    for match in _PARAM.finditer(template):
+        out.append(re.escape(template[last : match.start()]))
+        out.append(".*" if match.group(2) == "path" else "[^/]+")
+        last = match.end()
+    out.append(re.escape(template[last:]))
+    return re.compile("^" + "".join(out) + "$")
+
+
+class DeadlineMiddleware:
+    """Cancels requests at their deadline and answers 504 if nothing was sent yet.
+
+    * ``default``: seconds for every request (default: ``signs.settings.deadline``, from
+      ``LIFESIGNS_DEADLINE``; ``None`` means no deadline).
+    * ``routes``: overrides by route template (``"/orders/{order_id}"``, matched whole)
+      or by path prefix (``"/reports"`` covers ``/reports`` and ``/reports/...``); the
+      longest prefix wins, templates before prefixes; ``None`` exempts (streams, SSE).
+    * ``signs``: where expiries are counted (``lifesigns_request_deadlines_exceeded``).
+
+    **Usage**::
+
+        app.add_middleware(
+            DeadlineMiddleware, signs=signs, default=10.0,
+            routes={"/reports": 60.0, "/events": None, "/orders/{order_id}": 2.0},
+        )
+    """
+
+    def __init__(
+        self,
+        app: ASGIApp,
+        *,
+        default: float | object | None = UNSET,
+        routes: Mapping[str, float | None] | None = None,
+        signs: Lifesigns | None = None,
+    ) -> None:
+        self.app = app
+        if default is UNSET:
+            default = signs.settings.deadline if signs is not None else None
+        self.default: float | None = (
+            None if default is None else _config.seconds("default", default, maximum=3600.0)
+        )
+        self._templates: list[tuple[str, re.Pattern[str], float | None]] = []
+        self._prefixes: list[tuple[str, float | None]] = []
+        for key, value in (routes or {}).items():
+            if not isinstance(key, str) or not key.startswith("/"):
+                raise ConfigError(f"routes key {key!r} must be a path or template such as '/x'")
+            chosen = None if value is None else _config.seconds(f"routes[{key!r}]", value)
+            if "{" in key:
+                self._templates.append((key, _template_regex(key), chosen))
+            else:
+                self._prefixes.append((key.rstrip("/"), chosen))
+        self._prefixes.sort(key=lambda item: len(item[0]), reverse=True)
+        self._cache: dict[str, tuple[float | None, str | None]] = {}
+        self._expired = _counter(signs) if signs is not None else None
+        shortest = min(
+            [v for v in [self.default, *(v for _, _, v in self._templates)] if v is not None]
+            + [v for _, v in self._prefixes if v is not None]
+            + [1.0]
+        )
+        self._tick = min(_TICK, shortest / 4)
+        self._active: dict[_DeadlineResponder, None] = {}
+        self._timer: asyncio.TimerHandle | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+
+    def __repr__(self) -> str:
+        routes = {k: v for k, _, v in self._templates} | {k or "/": v for k, v in self._prefixes}
+        return f"DeadlineMiddleware(default={self.default!r}, routes={routes!r})"
+
+    def deadline_for(self, path: str) -> tuple[float | None, str | None]:
+        """The deadline for ``path`` and the rule that chose it (``None``: the default)."""
+        if not self._templates and not self._prefixes:
+            return self.default, None
+        found = self._cache.get(path)
+        if found is not None:
+            return found
+        found = self._match(path)
+        if len(self._cache) >= _CACHE_SIZE:
+            self._cache.clear()  # paths with ids are unbounded: keep memory bounded
+        self._cache[path] = found
+        return found
+
+    def _match(self, path: str) -> tuple[float | None, str | None]:
+        for key, regex, value in self._templates:
+            if regex.match(path):
+                return value, key
+        for prefix, value in self._prefixes:
+            if path == prefix or path.startswith(prefix + "/") or prefix == "":
+                return value, prefix or "/"
+        return self.default, None
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        deadline, rule = self.deadline_for(scope["path"])
+        if deadline is None:
+            await self.app(scope, receive, send)
+            return
+        await _DeadlineResponder(self, scope, send, deadline, rule).run(receive)
+
+    def _watch(self, responder: _DeadlineResponder, loop: asyncio.AbstractEventLoop) -> None:
+        # One timer sweeps every request instead of one timer per request: a timer
+        # handle per request cost more than the rest of the middleware together.
+        self._active[responder] = None
+        if self._timer is None or self._loop is not loop:
+            self._loop = loop
+            self._timer = loop.call_later(self._tick, self._sweep)
+
+    def _sweep(self) -> None:
+        self._timer = None
+        loop = self._loop
+        if loop is None:
+            return
+        now = loop.time()
+        for responder in [r for r in self._active if r.due <= now]:
+            self._active.pop(responder, None)
+            responder.expire()
+        if self._active:
+            self._timer = loop.call_later(self._tick, self._sweep)
+
+    def _count(self, scope: Scope, rule: str | None) -> str:
+        route = scope.get("route")
+        template = getattr(route, "path_format", None) or getattr(route, "path", None)
+        label = template if isinstance(template, str) else (rule or "(unrouted)")
+        if self._expired is not None:
+            self._expired.labels(label).inc()
+        return label
+
+
+class _DeadlineResponder:
+    """One request under a deadline: its due time, a guarded ``send`` and the 504."""
+
+    __slots__ = (
+        "answer",
+        "deadline",
+        "due",
+        "expired",
+        "middleware",
+        "raw_send",
+        "rule",
+        "scope",
+        "started",
+        "task",
+    )
+
+    def __init__(
+        self,
+        middleware: DeadlineMiddleware,
+        scope: Scope,
+        send: Send,
+        deadline: float,
+        rule: str | None,
+    ) -> None:
+        self.middleware = middleware
+        self.scope = scope
+        self.raw_send = send
+        self.deadline = deadline
+        self.rule = rule
+        self.started = False
+        self.expired = False
+        self.answer: asyncio.Task[None] | None = None
+        self.task: asyncio.Task[Any] | None = None
+        self.due = 0.0
+
+    async def run(self, receive: Receive) -> None:
+        self.task = asyncio.current_task()
+        loop = asyncio.get_running_loop()
+        self.due = loop.time() + self.deadline
+        middleware = self.middleware
+        middleware._watch(self, loop)
+        try:
+            await middleware.app(self.scope, receive, self.send)
+        except asyncio.CancelledError:
+            # Ours alone: swallow it. Also cancelled by someone else (shutdown): re-raise.
+            if not self.expired or (self.task is not None and self.task.uncancel() > 0):
+                raise
+        else:
+            if self.expired and self.task is not None:
+                self.task.uncancel()  # the handler swallowed our cancellation itself
+        finally:
+            middleware._active.pop(self, None)
+        if self.answer is not None:
+            await self.answer
+
+    async def send(self, message: Message) -> None:
+        if self.expired:
+            return  # the client has its answer (or its closed connection) already
+        if message["type"] == "http.response.start":
+            self.started = True
+        await self.raw_send(message)
+
+    def expire(self) -> None:
+        self.expired = True
+        route = self.middleware._count(self.scope, self.rule)
+        method = self.scope.get("method", "GET")
+        if not self.started:
+            # Sent from its own task: the handler may not be interruptible (a thread).
+            self.answer = asyncio.get_running_loop().create_task(
+                self._send_504(route), name="lifesigns deadline 504"
+            )
+        logger.warning(
+            "%s %s exceeded its deadline of %g s: handler cancelled%s",
+            method,
+            route,
+            self.deadline,
+            ", 504 sent" if not self.started else ", response already started: connection closed",
+        )
+        if self.task is not None:
+            self.task.cancel(f"lifesigns: deadline of {self.deadline:g} s exceeded")
+
+    async def _send_504(self, route: str) -> None:
+        body = json.dumps(
+            {
+                "error": "deadline exceeded",
+                "detail": f"the request did not finish within its deadline of "
+                f"{self.deadline:g} s and was cancelled",
+                "deadline_s": self.deadline,
+                "route": route,
+            }
+        ).encode()
+        await self.raw_send(
+            {
+                "type": "http.response.start",
+                "status": 504,
+                "headers": [
+                    (b"content-type", b"application/json"),
+                    (b"content-length", str(len(body)).encode()),
+                    (b"cache-control", b"no-store"),
+                    (b"connection", b"close"),
+                ],
+            }
+        )
+        await self.raw_send({"type": "http.response.body", "body": body})
