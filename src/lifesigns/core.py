@@ -10,7 +10,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
 from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
@@ -28,6 +28,9 @@ from .health.status import Status
 from .http.requests import RequestTracker
 from .metrics import CoreMetrics
 from .startup import Dependency, wait_for
+
+if TYPE_CHECKING:
+    from .db.bulkhead import Bulkhead
 
 logger = logging.getLogger("lifesigns")
 
@@ -302,6 +305,18 @@ class Lifesigns:
                 )
             )
         return watched
+
+    def bulkhead(self, name: str, max_connections: int, *, timeout: float = 30.0) -> Bulkhead:
+        """A named cap on how many connections one class of work may hold at once.
+
+        Use it as ``async with``, ``with`` (in threads) or a decorator; waiting longer
+        than ``timeout`` seconds for a slot raises
+        :class:`~lifesigns.db.bulkhead.BulkheadFull`. Asking again for ``name`` with the
+        same settings returns the same bulkhead. See :mod:`lifesigns.db.bulkhead`.
+        """
+        from .db.bulkhead import bulkhead
+
+        return bulkhead(self, name, max_connections, timeout=timeout)
 
     def startup_step(self, name: str, *, timeout: float = 60.0) -> Callable[[F], F]:
         """Register work that must finish before the service is ready (a migration, a warm-up).

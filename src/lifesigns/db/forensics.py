@@ -1,0 +1,489 @@
+"""Pool forensics for one watched engine: ``attach()`` wires every part together.
+
+**Usage**::
+
+    signs = Lifesigns(service="orders")
+    watched = signs.watch_engine(engine)
+    forensics = attach(signs, watched, leak_threshold=30, saturated_after=10)
+
+What it wires (nothing starts before the lifespan; listeners only record):
+
+* the holder registry on the engine's pool events (:mod:`~lifesigns.db.holders`);
+* a forensics thread (a :class:`~lifesigns.Component`, started and stopped by the
+  lifespan) that scans every ``scan_interval`` and when woken: leak reports
+  (:mod:`~lifesigns.db.leaks`), one exhaustion snapshot per episode
+  (:mod:`~lifesigns.db.snapshot`), PostgreSQL's view of the holders
+  (:mod:`~lifesigns.db.server_view`) and sizing samples (:mod:`~lifesigns.db.sizing`);
+* the readiness check ``<engine>-pool`` (:mod:`~lifesigns.db.saturation`) and the
+  non-critical ``<engine>-pool-sizing`` check;
+* the token-protected dump ``/debug/pool`` (all attached engines, and the bulkheads);
+* the ``lifesigns_pool_*`` metrics (:mod:`~lifesigns.db.pool_metrics`).
+
+Reports go to the ``lifesigns.pool`` logger, through the instance's redactor.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import threading
+import time
+import weakref
+from collections import Counter
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+from .. import _config
+from .._config import UNSET
+from ..errors import ConfigError
+from .bulkhead import bulkheads_of
+from .engine import WatchedEngine
+from .holders import Holder, HolderRegistry, pool_figures
+from .leaks import DEFAULT_LEAK_THRESHOLD, LeakDetector, leak_threshold
+from .pool_metrics import PoolCollector
+from .saturation import (
+    DEFAULT_SATURATED_AFTER,
+    SaturationAction,
+    SaturationCheck,
+    saturation_action,
+)
+from .server_view import Backend, ServerView
+from .sites import SiteCapture
+from .sizing import SizingAdvisor
+from .snapshot import ExhaustionSnapshots
+
+if TYPE_CHECKING:
+    from ..core import Lifesigns
+
+logger = logging.getLogger("lifesigns.pool")
+
+LIMITS_REFRESH = 600.0
+"""Seconds between reads of the server's ``max_connections``."""
+
+
+def _fraction(name: str, value: object, *, from_env: bool = False) -> float:
+    where = f"LIFESIGNS_{name.upper()}" if from_env else name
+    try:
+        number = float(value)  # type: ignore[arg-type]
+    except (TypeError, ValueError):
+        number = -1.0
+    if isinstance(value, bool) or not 0.0 <= number <= 1.0:
+        raise ConfigError(f"{where}={value!r} is out of range; allowed: a number from 0 to 1")
+    return number
+
+
+def _full_stacks(name: str, value: object, *, from_env: bool = False) -> float:
+    if value is True or value is False:
+        return 1.0 if value else 0.0
+    if from_env and str(value).strip().lower() in {"true", "yes", "on", "false", "no", "off"}:
+        return 1.0 if _config.boolean(name, value, from_env=True) else 0.0
+    return _fraction(name, value, from_env=from_env)
+
+
+def _replicas(name: str, value: object, *, from_env: bool = False) -> int | None:
+    if value is None:
+        return None
+    where = f"LIFESIGNS_{name.upper()}" if from_env else name
+    try:
+        number = int(str(value), 10) if not isinstance(value, bool) else 0
+    except ValueError:
+        number = 0
+    if number < 1:
+        raise ConfigError(f"{where}={value!r} is not a replica count; allowed: an integer >= 1")
+    return number
+
+
+def _leak_threshold(name: str, value: object, *, from_env: bool = False) -> float | None:
+    if from_env and str(value).strip().lower() in {"off", "none"}:
+        return None
+    return leak_threshold(float(value) if from_env else value)  # type: ignore[arg-type]
+
+
+def _action(name: str, value: object, *, from_env: bool = False) -> SaturationAction:
+    return saturation_action(str(value).strip().lower() if from_env else value)
+
+
+def _saturated_after(name: str, value: object, *, from_env: bool = False) -> float:
+    return _config.seconds(name, value, maximum=3600, from_env=from_env)
+
+
+@dataclass(frozen=True)
+class ForensicsSettings:
+    """The validated options of :func:`attach` (see there)."""
+
+    leak_threshold: float | None
+    saturated_after: float
+    on_saturation: SaturationAction
+    high_water: float
+    low_water: float
+    full_stacks: float
+    stack_depth: int
+    scan_interval: float
+    server_view: bool
+    query_timeout: float
+    replicas: int | None
+
+
+class PoolForensics:
+    """Everything lifesigns knows about one engine's pool; a lifespan component.
+
+    ``holders`` is the live registry, ``leaks``, ``snapshots`` and ``sizing`` its
+    readers. :meth:`dump` is what ``/debug/pool`` serves for this engine.
+    """
+
+    def __init__(
+        self, signs: Lifesigns, watched: WatchedEngine, settings: ForensicsSettings
+    ) -> None:
+        self.signs = signs
+        self.watched = watched
+        self.settings = settings
+        self.name = watched.name
+        self.sites = SiteCapture(depth=settings.stack_depth, full_stacks=settings.full_stacks)
+        self.holders = HolderRegistry(
+            watched.sync_engine,
+            self.sites,
+            high_water=settings.high_water,
+            low_water=settings.low_water,
+        )
+        self.leaks = LeakDetector(watched.name, settings.leak_threshold)
+        self.snapshots = ExhaustionSnapshots(watched.name)
+        self.saturation = SaturationCheck(
+            self.holders,
+            saturated_after=settings.saturated_after,
+            on_saturation=settings.on_saturation,
+        )
+        self.sizing = SizingAdvisor(self.holders, replicas=settings.replicas, leaks=self.leaks)
+        self.server = ServerView(
+            watched.engine, timeout=settings.query_timeout, redactor=signs.redactor
+        )
+        self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
+        self._episode_timeouts_base = 0
+
+    def __repr__(self) -> str:
+        return f"PoolForensics({self.name!r}, {self.settings})"
+
+    # -- component --------------------------------------------------------------------
+
+    @property
+    def component_name(self) -> str:
+        """``pool forensics database``."""
+        return f"pool forensics {self.name}"
+
+    async def start(self) -> None:
+        """Start the forensics thread."""
+        if self._thread is not None and self._thread.is_alive():
+            return
+        self._stopping.clear()
+        self._thread = threading.Thread(
+            target=self._run, name=f"lifesigns pool {self.name}", daemon=True
+        )
+        self._thread.start()
+
+    async def stop(self) -> None:
+        """Stop the forensics thread (it finishes its current scan, bounded by the
+        server query timeout)."""
+        thread, self._thread = self._thread, None
+        if thread is None:
+            return
+        self._stopping.set()
+        self.holders.wake.set()
+        await asyncio.to_thread(thread.join, self.settings.query_timeout + 2.0)
+
+    def detach(self) -> None:
+        """Remove the pool listeners (the checks, dump and metrics stay registered)."""
+        self.holders.remove()
+
+    def _run(self) -> None:
+        wake = self.holders.wake
+        first = True  # scan at once: the server's limits are known from the start
+        while not self._stopping.is_set():
+            if not first:
+                wake.wait(self.settings.scan_interval)
+            first = False
+            wake.clear()
+            if self._stopping.is_set():
+                break
+            try:
+                self.tick()
+            except Exception:
+                logger.exception("pool forensics for %r failed a scan", self.name)
+
+    # -- the scan -------------------------------------------------------------------
+
+    def tick(self) -> None:
+        """One scan: returned leaks, new leaks, the episode's snapshot, sizing samples."""
+        registry = self.holders
+        registry.refresh()
+        redact = self.signs.redactor.redact
+        while registry.returned:
+            holder, held = registry.returned.popleft()
+            logger.info("%s", redact(self.leaks.returned_report(holder, held)))
+        now = time.monotonic()
+        current = list(registry.holders.values())
+        leaked = self.leaks.scan(current, now)
+        episode = registry.episode_number
+        snapshot_due = episode > self.snapshots.reported_episode
+        holders: list[Holder] = []
+        returned: list[Holder] = []
+        if snapshot_due:
+            # Every holder now, and those of the moment the episode opened that have gone
+            # back since (a short spike can be over before this thread wakes).
+            holders = current
+            returned = [h for h in registry.episode_holders if h not in current]
+        backends: dict[int, Backend] = {}
+        note: str | None = None
+        if leaked or snapshot_due:
+            pids = [h.backend_pid for h in (*leaked, *holders, *returned) if h.backend_pid]
+            backends, note = self._backends(pids)
+        for holder in leaked:
+            report = self.leaks.report(holder, backends.get(holder.backend_pid or 0), note)
+            logger.warning("%s", redact(report))
+        if snapshot_due:
+            self._episode_timeouts_base = max(0, registry.timeouts - 1)
+            report = self.snapshots.report(
+                episode,
+                registry.episode_trigger or "exhaustion",
+                holders,
+                {**pool_figures(self.watched.sync_engine.pool), "capacity": registry.capacity},
+                registry.waiting(),
+                backends,
+                note,
+                returned=returned,
+            )
+            logger.warning("%s", redact(report))
+        if (
+            self.snapshots.started is not None
+            and not registry.episode_open
+            and self.snapshots.reported_episode == registry.episode_number
+        ):
+            timeouts = registry.timeouts - self._episode_timeouts_base
+            logger.info("%s", redact(self.snapshots.over(episode, timeouts)))
+        self.sizing.sample(now)
+        self._refresh_limits(now)
+
+    def _backends(self, pids: list[int]) -> tuple[dict[int, Backend], str | None]:
+        if not self.settings.server_view or not self.server.available:
+            return {}, None
+        try:
+            return self.server.backends(pids), None
+        except Exception as exc:
+            return {}, f"server view unavailable: {exc}"
+
+    def _refresh_limits(self, now: float) -> None:
+        sizing = self.sizing
+        if not self.settings.server_view or not self.server.available:
+            return
+        if sizing.limits_at is not None and now - sizing.limits_at < LIMITS_REFRESH:
+            return
+        try:
+            sizing.set_limits(self.server.limits())
+        except Exception as exc:
+            sizing.set_limits(sizing.limits, f"max_connections unknown: {exc}")
+
+    # -- reading --------------------------------------------------------------------
+
+    def gauges(self) -> dict[str, float | None]:
+        """The pool's gauges for the metrics collector."""
+        registry = self.holders
+        figures = pool_figures(self.watched.sync_engine.pool)
+        waiting, _ = registry.waiting()
+        out = registry.checked_out()
+        capacity = registry.capacity
+        oldest = min((h.taken for h in list(registry.holders.values())), default=None)
+        return {
+            "size": figures.get("size"),
+            "capacity": capacity,
+            "checked_out": out,
+            "checked_in": figures.get("checked_in"),
+            "overflow": max(0, figures["overflow"]) if "overflow" in figures else None,
+            "waiting": waiting,
+            "utilization": out / capacity if capacity else None,
+            "saturated": 1.0 if registry.saturated_since is not None else 0.0,
+            "longest_hold_seconds": 0.0 if oldest is None else time.monotonic() - oldest,
+            "peak_checked_out": registry.peak,
+        }
+
+    @property
+    def episodes_total(self) -> int:
+        """Exhaustion episodes so far."""
+        return self.holders.episode_number
+
+    def dump(self) -> dict[str, Any]:
+        """This engine's part of ``/debug/pool``: pool, holders, leaks, episodes, sizing."""
+        registry = self.holders
+        now = time.monotonic()
+        holders = registry.current()
+        waiting, oldest = registry.waiting()
+        figures = pool_figures(self.watched.sync_engine.pool)
+        capacity = registry.capacity
+        out = registry.checked_out()
+        return {
+            "engine": self.watched.url,
+            "settings": asdict(self.settings),
+            "pool": {
+                **figures,
+                "capacity": capacity,
+                "utilization": round(out / capacity, 3) if capacity else None,
+                "waiting": waiting,
+                "oldest_wait_s": round(oldest, 3),
+                "saturated_for_s": round(self.saturation.saturated_for(now), 3),
+                "peak_checked_out": registry.peak,
+                "checkouts": registry.checkouts,
+                "checkout_timeouts": registry.timeouts,
+            },
+            "holders": [h.as_dict(now) for h in holders],
+            "holders_by_site": dict(Counter(h.site for h in holders)),
+            "holders_by_route": dict(
+                Counter(h.request.route if h.request else h.owner for h in holders)
+            ),
+            "leaks": self.leaks.state(),
+            "episodes": list(self.snapshots.recent),
+            "episode_open": registry.episode_open,
+            "sizing": self.sizing.advice(),
+            "internal_errors": registry.internal_errors,
+        }
+
+
+class _ComponentAdapter:
+    """Gives :class:`PoolForensics` the ``name`` the Component protocol expects."""
+
+    def __init__(self, forensics: PoolForensics) -> None:
+        self.forensics = forensics
+        self.name = forensics.component_name
+
+    async def start(self) -> None:
+        await self.forensics.start()
+
+    async def stop(self) -> None:
+        await self.forensics.stop()
+
+
+class _Attached:
+    """The pools attached to one ``Lifesigns``: one dump and one metrics collector."""
+
+    def __init__(self, signs: Lifesigns) -> None:
+        self.pools: list[PoolForensics] = []
+        redactor = signs.redactor
+
+        def pool_dump() -> dict[str, Any]:
+            bulkheads = bulkheads_of(signs)
+            data = {
+                "engines": {p.name: p.dump() for p in list(self.pools)},
+                "bulkheads": bulkheads.state() if bulkheads is not None else {},
+            }
+            # One last pass over the whole text: no secret leaves, whatever field held it.
+            cleaned: dict[str, Any] = json.loads(redactor.redact(json.dumps(data, default=str)))
+            return cleaned
+
+        signs.add_dump("pool", pool_dump)
+        signs.registry.register(PoolCollector(lambda: list(self.pools)))
+
+
+_attached: weakref.WeakKeyDictionary[Lifesigns, _Attached] = weakref.WeakKeyDictionary()
+_attached_lock = threading.Lock()
+
+
+def attach(
+    signs: Lifesigns,
+    watched: WatchedEngine,
+    *,
+    leak_threshold: float | object | None = UNSET,
+    saturated_after: float | object = UNSET,
+    on_saturation: SaturationAction | object = UNSET,
+    high_water: float = 0.9,
+    low_water: float = 0.5,
+    full_stacks: bool | float | object = UNSET,
+    stack_depth: int = 6,
+    scan_interval: float | None = None,
+    server_view: bool = True,
+    query_timeout: float = 2.0,
+    replicas: int | object | None = UNSET,
+) -> PoolForensics:
+    """Watch ``watched``'s pool: holders, leaks, exhaustion, saturation, sizing, dump.
+
+    Options (those marked *env* also read ``LIFESIGNS_<NAME>``; an argument wins):
+
+    * ``leak_threshold`` (*env*): seconds a connection may be held before it is
+      reported as a suspected leak; default 30 (SQLAlchemy's ``pool_timeout``),
+      minimum 2 (HikariCP's floor), ``None`` turns it off. See :mod:`.leaks`.
+    * ``saturated_after`` (*env*): seconds of saturation before the ``<engine>-pool``
+      check turns; default 10. ``on_saturation`` (*env*): ``"fail"`` (readiness false,
+      the default) or ``"degrade"`` (warn only). See :mod:`.saturation`.
+    * ``high_water``, ``low_water``: fractions of capacity that open and close an
+      exhaustion episode (0.9 and 0.5). See :mod:`.snapshot`.
+    * ``full_stacks`` (*env*): fraction of checkouts that also record their whole stack
+      (0 by default; ``True`` means every one, at a few microseconds each).
+    * ``stack_depth``: application frames kept per checkout site (6).
+    * ``scan_interval``: seconds between scans; default a quarter of
+      ``leak_threshold``, within 0.25-5 s, so a leak is reported within
+      ``leak_threshold`` plus at most a quarter of it.
+    * ``server_view``: ask PostgreSQL about the holders' backends (on by default);
+      ``query_timeout``: the bound on each such query, connection included (2 s).
+    * ``replicas`` (*env*): how many copies of this process run, for the sizing check
+      against ``max_connections``.
+
+    Raises :class:`~lifesigns.errors.ConfigError` for a bad option, and
+    ``RuntimeError`` when the lifespan already runs (the forensics thread could not be
+    started with it).
+    """
+    default_threshold: float | None = DEFAULT_LEAK_THRESHOLD
+    threshold = _config.resolve(
+        "leak_threshold", leak_threshold, default_threshold, _leak_threshold
+    )
+    if scan_interval is None:
+        scan_interval = min(5.0, max(0.25, (threshold or 20.0) / 4))
+    settings = ForensicsSettings(
+        leak_threshold=threshold,
+        saturated_after=_config.resolve(
+            "saturated_after", saturated_after, DEFAULT_SATURATED_AFTER, _saturated_after
+        ),
+        on_saturation=_config.resolve("on_saturation", on_saturation, "fail", _action),
+        high_water=_fraction("high_water", high_water),
+        low_water=_fraction("low_water", low_water),
+        full_stacks=_config.resolve("full_stacks", full_stacks, 0.0, _full_stacks),
+        stack_depth=_stack_depth(stack_depth),
+        scan_interval=_config.seconds("scan_interval", scan_interval, maximum=60),
+        server_view=bool(server_view),
+        query_timeout=_config.seconds("query_timeout", query_timeout, maximum=60),
+        replicas=_config.resolve("replicas", replicas, None, _replicas),
+    )
+    if settings.low_water >= settings.high_water:
+        raise ConfigError(
+            f"low_water={low_water!r} must be below high_water={high_water!r}: an episode "
+            "closes at low_water after opening at high_water"
+        )
+    with _attached_lock:
+        attached = _attached.get(signs)
+        if attached is not None and any(p.name == watched.name for p in attached.pools):
+            raise ConfigError(f"pool forensics are already attached to engine {watched.name!r}")
+        forensics = PoolForensics(signs, watched, settings)
+        signs.add_component(_ComponentAdapter(forensics))
+        if attached is None:
+            attached = _attached[signs] = _Attached(signs)
+    signs.check(
+        f"{watched.name}-pool",
+        forensics.saturation,
+        critical=True,
+        timeout=0.5,
+        pass_ttl=0.25,
+        fail_ttl=0.25,
+        component_type="datastore",
+    )
+    signs.check(
+        f"{watched.name}-pool-sizing",
+        forensics.sizing.check,
+        critical=False,
+        timeout=0.5,
+        component_type="datastore",
+    )
+    forensics.holders.install()
+    attached.pools.append(forensics)
+    return forensics
+
+
+def _stack_depth(value: object) -> int:
+    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
+        raise ConfigError(f"stack_depth={value!r} is out of range; allowed: 1 to 64 frames")
+    return value
