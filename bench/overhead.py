@@ -18,7 +18,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import importlib
 import os
 import re
 import shutil
@@ -51,7 +50,7 @@ def create_app() -> Any:
         return {"id": item_id, "name": f"item {item_id}", "tags": ["a", "b"]}
 
     if variant.startswith("lifesigns"):
-        _with_lifesigns(app, os.environ.get("BENCH_LAYERS"))
+        _with_lifesigns(app)
     elif variant == "instrumentator":
         from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -59,47 +58,30 @@ def create_app() -> Any:
     return app
 
 
-def _attach(module: str, *args: Any) -> str | None:
-    try:
-        attach = importlib.import_module(module).attach
-    except (ImportError, AttributeError):
-        return None
-    attach(*args)
-    return module
-
-
-def _with_lifesigns(app: Any, only: str | None = None) -> None:
+def _with_lifesigns(app: Any) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from lifesigns import Lifesigns
 
-    signs = Lifesigns(service="bench", token=TOKEN, drain_delay=0)
-    watched = signs.watch_engine(
+    # Every layer is on by default: loop watchdog, pool forensics, drain, memory, requests
+    # in flight; a deadline and a supervised task make the rest. Switch one off for a
+    # breakdown with its variable, e.g. LIFESIGNS_WATCHDOG=0.
+    signs = Lifesigns(service="bench", token=TOKEN, drain_delay=0, deadline=30.0)
+    signs.watch_engine(
         create_async_engine(f"sqlite+aiosqlite:///{tempfile.gettempdir()}/lifesigns-bench.db")
     )
-    wanted = None if only is None else set(only.split(","))
-    candidates: list[tuple[str, tuple[Any, ...]]] = [
-        ("lifesigns.loop", (signs,)),
-        ("lifesigns.db.forensics", (signs, watched)),
-        ("lifesigns.tasks", (signs,)),
-        ("lifesigns.drain", (signs,)),
-        ("lifesigns.memory", (signs,)),
-        ("lifesigns.http.inflight", (signs,)),
-    ]
-    layers = [
-        _attach(module, *arguments)
-        for module, arguments in candidates
-        if wanted is None or module in wanted
-    ]
-    with contextlib.suppress(ImportError):
-        if wanted is not None and "lifesigns.http.deadline" not in wanted:
-            raise ImportError("left out")
-        from lifesigns.http.deadline import DeadlineMiddleware
 
-        app.add_middleware(DeadlineMiddleware, signs=signs, default=30.0)
-        layers.append("lifesigns.http.deadline")
+    @signs.periodic(every=60)
+    async def housekeeping() -> None:
+        return None
+
     signs.install(app)
-    print(f"lifesigns layers: {', '.join(x for x in layers if x)}", file=sys.stderr, flush=True)
+    layers = ["core", "http.inflight", "drain", "tasks", "db.forensics", "http.deadline"]
+    if signs.settings.watchdog:
+        layers.append("loop")
+    if signs.settings.memory:
+        layers.append("memory")
+    print(f"lifesigns layers: {', '.join(layers)}", file=sys.stderr, flush=True)
 
 
 def _free_port() -> int:

@@ -59,7 +59,7 @@ def watch(engine: Engine | AsyncEngine, options: dict[str, Any] | None) -> PoolF
     if options is None:
         return None
     signs = Lifesigns(service="bench")
-    watched = signs.watch_engine(engine)
+    watched = signs.watch_engine(engine, forensics=False)
     return attach(signs, watched, **options)
 
 

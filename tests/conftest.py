@@ -55,7 +55,8 @@ def uvicorn_process(tmp_path: Path) -> Iterator[StartUvicorn]:
     ) -> UvicornProcess:
         server = UvicornProcess(
             app_spec,
-            env=env,
+            # No drain delay unless a test asks: each server would take 5 s to stop.
+            env={"LIFESIGNS_DRAIN_DELAY": "0", **(env or {})},
             factory=factory,
             access_log=access_log,
             extra_args=extra_args,

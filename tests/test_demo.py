@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+import signal
 import subprocess
 import sys
 import time
@@ -72,7 +73,7 @@ def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request
         ).json()
         assert health["checks"]["orders-table:responseTime"][0]["details"]["orders"] >= 1
     finally:
-        process.terminate()
+        process.send_signal(signal.SIGINT)  # Ctrl-C, as a person at the terminal would
         process.wait(15)
     output = log.read_text()
     assert re.search(rf"readiness +{re.escape(base)}/readyz", output)

@@ -17,7 +17,7 @@ def test_sizing_advice_checks_the_fleet_against_max_connections(postgres: Postgr
     engine = create_engine(postgres.url("postgresql+psycopg"), pool_size=5, max_overflow=5)
     try:
         signs = Lifesigns(service="orders")
-        forensics = attach(signs, signs.watch_engine(engine), replicas=100)
+        forensics = attach(signs, signs.watch_engine(engine, forensics=False), replicas=100)
         for _ in range(50):
             with engine.connect() as conn:
                 conn.exec_driver_sql("SELECT 1")
@@ -48,7 +48,7 @@ def test_attach_refuses_bad_options_and_reads_the_environment(
 ):
     engine = create_engine(postgres.url("postgresql+psycopg"))
     signs = Lifesigns(service="orders")
-    watched = signs.watch_engine(engine)
+    watched = signs.watch_engine(engine, forensics=False)
     with pytest.raises(ConfigError, match=r"leak_threshold=1 is below the minimum.*>= 2"):
         attach(signs, watched, leak_threshold=1)
     with pytest.raises(ConfigError, match="on_saturation='explode'"):

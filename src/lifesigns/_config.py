@@ -179,6 +179,8 @@ class Settings:
     drain_delay: float = 5.0
     termination_grace: float = 30.0
     deadline: float | None = None
+    watchdog: bool = True
+    memory: bool = True
 
     def __repr__(self) -> str:
         shown = []
@@ -255,6 +257,8 @@ _OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "grace": (seconds, {"maximum": 3600.0}),
     "side_host": (text, {}),
     "side_port": (_optional_port, {}),
+    "watchdog": (boolean, {}),
+    "memory": (boolean, {}),
     "stall_threshold": (seconds, {"minimum": 0.01, "allow_zero": True, "maximum": 60.0}),
     "live_fail_after": (seconds, {"maximum": 3600.0}),
     "drain_delay": (seconds, {"allow_zero": True, "maximum": 3600.0}),

@@ -107,6 +107,9 @@ class Lifesigns:
       Kubernetes); start-up warns when ``drain_delay + grace`` does not fit.
     * ``deadline``: default seconds a request may take before it gets 504 (``None``: no
       deadline; see :mod:`lifesigns.http.deadline`).
+    * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
+    * ``memory``: sample RSS and the Python heap for growth (on; see
+      :mod:`lifesigns.memory`).
     """
 
     def __init__(
@@ -130,6 +133,8 @@ class Lifesigns:
         drain_delay: float | object = UNSET,
         termination_grace: float | object = UNSET,
         deadline: float | object | None = UNSET,
+        watchdog: bool | object = UNSET,
+        memory: bool | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -151,6 +156,8 @@ class Lifesigns:
                 "drain_delay": drain_delay,
                 "termination_grace": termination_grace,
                 "deadline": deadline,
+                "watchdog": watchdog,
+                "memory": memory,
             }
         )
         self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
@@ -168,6 +175,22 @@ class Lifesigns:
         self._components: list[Component] = []
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
+        self._attach_layers()
+
+    def _attach_layers(self) -> None:
+        # The loop layer first: it starts first and stops last, so it sees the whole
+        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        from . import drain, memory
+        from .http import inflight
+
+        if self.settings.watchdog:
+            from . import loop
+
+            loop.attach(self)
+        inflight.attach(self)
+        drain.attach(self)
+        if self.settings.memory:
+            memory.attach(self)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -254,6 +277,8 @@ class Lifesigns:
         critical: bool = True,
         startup_deadline: float | None = None,
         wait_at_startup: bool = True,
+        forensics: bool = True,
+        **forensics_options: Any,
     ) -> WatchedEngine:
         """Watch a SQLAlchemy ``Engine`` or ``AsyncEngine``.
 
@@ -262,6 +287,12 @@ class Lifesigns:
         and, unless ``wait_at_startup=False``, makes start-up wait for the database with
         back-off until ``startup_deadline`` (default the instance's). The URL is shown with
         its password masked, everywhere.
+
+        With ``forensics`` (the default) the pool is watched too: who holds each
+        connection, leaks past ``leak_threshold``, exhaustion snapshots, saturation in
+        readiness, sizing advice and ``/debug/pool``; ``forensics_options`` go to
+        :func:`lifesigns.db.forensics.attach` (``leak_threshold=30``,
+        ``saturated_after=10``, ``on_saturation="fail"``, ``full_stacks=0``...).
         """
         if name in self._engines:
             raise ConfigError(
@@ -277,6 +308,13 @@ class Lifesigns:
             else _config.seconds("startup_deadline", startup_deadline)
         )
         watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
+        if forensics:
+            # First, so that a bad option leaves nothing half-registered.
+            from .db import forensics as pool_forensics
+
+            pool_forensics.attach(self, watched, **forensics_options)
+        elif forensics_options:
+            raise ConfigError(f"{', '.join(sorted(forensics_options))} need forensics=True")
         self.redactor.add(watched.password)
 
         async def database_check() -> dict[str, Any]:

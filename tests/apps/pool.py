@@ -77,7 +77,7 @@ if os.environ.get("POOL_BULKHEAD"):
 def async_routes() -> WatchedEngine:
     """The async engine and its `async def` endpoints."""
     async_engine = create_async_engine(URL, **POOL)
-    watched = signs.watch_engine(async_engine)
+    watched = signs.watch_engine(async_engine, forensics=False)
     AsyncSessions = async_sessionmaker(async_engine)
     leaked_async: list[AsyncSession] = []
     release_async = [asyncio.Event()]
@@ -149,7 +149,7 @@ def async_routes() -> WatchedEngine:
 def sync_routes() -> WatchedEngine:
     """The sync engine and its `def` endpoints (run in the thread pool)."""
     engine = create_engine(URL, **POOL)
-    watched = signs.watch_engine(engine)
+    watched = signs.watch_engine(engine, forensics=False)
     Sessions = sessionmaker(engine)
     leaked_sync: list[Session] = []
     release_sync = [threading.Event()]

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from typing import TYPE_CHECKING
 
+from .deadline import DeadlineMiddleware
 from .probes import ProbeEndpoints
 from .responses import ASGIApp, Receive, Scope, Send
 
@@ -15,8 +16,9 @@ class LifesignsMiddleware:
     """Serves ``/livez``, ``/readyz``, ``/startupz``, ``/health`` and ``/metrics``.
 
     Every other request goes to ``app`` untouched, recorded as in flight while it runs
-    (see :mod:`lifesigns.http.requests`); the probes answer before any of the
-    application's own middleware (authentication, sessions) runs.
+    (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given,
+    cut at that deadline with a 504 (see :mod:`lifesigns.http.deadline`). The probes
+    answer before any of the application's own middleware (authentication, sessions).
 
     **Usage**::
 
@@ -24,6 +26,8 @@ class LifesignsMiddleware:
     """
 
     def __init__(self, app: ASGIApp, signs: Lifesigns) -> None:
+        if signs.settings.deadline is not None:
+            app = DeadlineMiddleware(app, signs=signs)
         self.app = app
         self.endpoints = ProbeEndpoints(signs)
         self.requests = signs.requests

@@ -1,0 +1,405 @@
+"""The loop layer: sees the event loop stall while it is frozen, and names the frame.
+
+**Usage**::
+
+    from lifesigns import Lifesigns
+    from lifesigns.loop import attach
+
+    signs = Lifesigns(service="orders", token=TOKEN)
+    watch = attach(signs, side_port=9000)   # builds the layer; starts nothing yet
+    signs.install(app)                      # the lifespan starts and stops it
+
+What runs once the lifespan starts: a heartbeat on the loop (``call_later``, so uvloop
+works too), a watchdog thread (:mod:`~lifesigns.loop.watchdog`), a reporter thread that
+logs on ``lifesigns.loop`` (:mod:`~lifesigns.loop.report`), the GIL-held path through
+faulthandler (:mod:`~lifesigns.loop.faulthandler_guard`), the thread-pool watch
+(:mod:`~lifesigns.loop.limiter`), the task census (:mod:`~lifesigns.loop.census`) and,
+when a side port is set, the out-of-band server (:mod:`~lifesigns.loop.sideport`).
+
+Defaults, and why:
+
+* ``stall_threshold`` = 0.25 s. Long enough that ordinary work never trips it: asyncio
+  debug mode flags callbacks at 100 ms and its own users find that noisy; a large JSON
+  response or a young-generation collection takes tens of milliseconds; a CFS quota
+  period is 100 ms. Short enough that every report is worth reading: a quarter second
+  with the loop frozen delays *every* request in flight by as much, a latency users see,
+  and it is what aiodebug's hang inspection uses in production. Detection comes within
+  the threshold plus one beat (a fifth of it), far inside a kubelet's 1 s probe timeout.
+* ``live_fail_after`` = 10 s. Liveness failing restarts the process and drops every
+  request in flight, so it must wait until restarting is clearly cheaper than waiting:
+  ten seconds frozen outlasts the usual client timeouts (the seeds' frontends gave up
+  after 10 s), so every request of that window has failed already. With Kubernetes'
+  default probe (every 10 s, 3 failures) the restart lands 30-40 s into the freeze, the
+  same bound gunicorn's 30 s worker timeout gives, but with the stack logged 9.75 s
+  earlier. A stall shorter than that is reported, never punished.
+
+Each option may be given to :func:`attach`; otherwise the ``Lifesigns`` settings apply.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from dataclasses import dataclass, fields
+from typing import TYPE_CHECKING, Any
+
+from .. import _config
+from ..errors import ConfigError
+from ..health.probes import NotAlive
+from .census import Snapshot, TaskCensus, snapshot_dict
+from .classify import GcClock, StallClass
+from .faulthandler_guard import GilGuard, available
+from .heartbeat import Heartbeat, interval_for
+from .limiter import LimiterWatch, is_worker_thread
+from .metrics import LoopMetrics
+from .report import Reporter, SiteLimiter, StallHistory, StallReport, headline, report_dict
+from .report import short_site as _short_site
+from .sideport import SidePort
+from .stacks import all_stacks
+from .watchdog import Watchdog
+
+if TYPE_CHECKING:
+    from ..core import Lifesigns
+
+__all__ = [
+    "LoopSettings",
+    "LoopWatch",
+    "SidePort",
+    "StallClass",
+    "StallReport",
+    "attach",
+]
+
+_UNSET: Any = _config.UNSET
+
+
+@dataclass(frozen=True)
+class LoopSettings:
+    """Settings of the loop layer, validated.
+
+    * ``stall_threshold``: seconds without a heartbeat that make a stall (0.25).
+    * ``live_fail_after``: seconds of stall after which liveness fails (10).
+    * ``side_host``, ``side_port``: where the side port listens (off when ``None``;
+      0 picks a free port).
+    * ``limiter_threshold``: seconds the default thread limiter may stay full before it
+      is reported (5).
+    * ``census_interval``: seconds between task censuses (10).
+    * ``gil_guard``: use faulthandler's timer to see stalls where C code holds the GIL
+      (on; turn it off if something else uses ``faulthandler.dump_traceback_later``).
+    * ``report_burst``, ``report_window``: stall reports logged per site per window
+      (3 per 600 s); the rest are counted.
+    """
+
+    stall_threshold: float = 0.25
+    live_fail_after: float = 10.0
+    side_host: str = "127.0.0.1"
+    side_port: int | None = None
+    limiter_threshold: float = 5.0
+    census_interval: float = 10.0
+    gil_guard: bool = True
+    report_burst: int = 3
+    report_window: float = 600.0
+
+    def __repr__(self) -> str:
+        shown = ", ".join(f"{f.name}={getattr(self, f.name)!r}" for f in fields(self))
+        return f"LoopSettings({shown})"
+
+    @classmethod
+    def build(cls, base: Any, **given: Any) -> LoopSettings:
+        """Settings from ``given`` (``UNSET`` or absent: taken from ``base`` or the default)."""
+        d = cls()
+
+        def pick(name: str, default: Any) -> Any:
+            value = given.get(name, _UNSET)
+            if value is _UNSET:
+                return getattr(base, name, default)
+            return value
+
+        threshold = _config.seconds(
+            "stall_threshold",
+            pick("stall_threshold", d.stall_threshold),
+            minimum=0.005,
+            maximum=600,
+        )
+        live = _config.seconds(
+            "live_fail_after", pick("live_fail_after", d.live_fail_after), maximum=86_400
+        )
+        if live <= threshold:
+            raise ConfigError(
+                f"live_fail_after={live:g} must be longer than stall_threshold={threshold:g}"
+            )
+        port = pick("side_port", d.side_port)
+        burst = pick("report_burst", d.report_burst)
+        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
+            raise ConfigError(f"report_burst={burst!r} must be an integer >= 1")
+        return cls(
+            stall_threshold=threshold,
+            live_fail_after=live,
+            side_host=_config.text("side_host", pick("side_host", d.side_host)),
+            side_port=None if port is None else _config.port("side_port", port),
+            limiter_threshold=_config.seconds(
+                "limiter_threshold", pick("limiter_threshold", d.limiter_threshold)
+            ),
+            census_interval=_config.seconds(
+                "census_interval", pick("census_interval", d.census_interval), minimum=0.05
+            ),
+            gil_guard=_config.boolean("gil_guard", pick("gil_guard", d.gil_guard)),
+            report_burst=burst,
+            report_window=_config.seconds("report_window", pick("report_window", d.report_window)),
+        )
+
+
+class LoopWatch:
+    """The loop layer of one :class:`~lifesigns.Lifesigns`: a component (``loop-watch``).
+
+    Build it with :func:`attach`. ``start`` runs on the event loop (recording the loop
+    thread from inside it) and starts the threads; ``stop`` ends them within about a
+    second. Reading its state (:meth:`liveness`, the dumps) is safe from any thread.
+    """
+
+    name = "loop-watch"
+
+    def __init__(self, signs: Lifesigns, settings: LoopSettings) -> None:
+        self.signs = signs
+        self.settings = settings
+        threshold = settings.stall_threshold
+        interval = interval_for(threshold)
+        self.history = StallHistory()
+        self.metrics = LoopMetrics(signs.registry)
+        self.reporter = Reporter(
+            self.history,
+            SiteLimiter(settings.report_burst, settings.report_window),
+            listeners=[self.metrics.on_event],
+        )
+        margin = min(0.1, max(0.03, threshold * 0.4))
+        self.gil_guard = (
+            GilGuard(threshold + margin, rearm_every=margin / 2)
+            if settings.gil_guard and available()
+            else None
+        )
+        self.gc_clock = GcClock()
+        self.heartbeat = Heartbeat(interval, late_after=threshold, on_beat=self._on_beat)
+        self.limiter = LimiterWatch(settings.limiter_threshold, self.reporter.put, signs.requests)
+        self.census = TaskCensus(
+            self.reporter.put, interval=settings.census_interval, requests=signs.requests
+        )
+        self.census.listeners.append(self.metrics.on_census)
+        self.watchdog = Watchdog(
+            self.heartbeat,
+            threshold=threshold,
+            emit=self.reporter.put,
+            gil_guard=self.gil_guard,
+            gc_clock=self.gc_clock,
+            requests=signs.requests,
+            ticks=[self.limiter.tick],
+        )
+        self.metrics.bind(self.heartbeat.age, self.limiter.stats)
+        self.side_port: SidePort | None = None
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._last_tasks: dict[str, Any] | None = None
+
+    def __repr__(self) -> str:
+        state = "running" if self.heartbeat.running else "stopped"
+        return f"<LoopWatch {state} {self.settings!r}>"
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Start beating, watching and reporting (on the event loop)."""
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self.gc_clock.install()
+        if self.gil_guard is not None:
+            self.gil_guard.open()
+        self.heartbeat.start(loop)
+        self.limiter.bind()
+        self.census.start(loop)
+        self.reporter.start()
+        self.watchdog.start(loop)
+
+    async def stop(self) -> None:
+        """Stop everything this layer started; logs what is still queued."""
+        await asyncio.to_thread(self.watchdog.stop)
+        self.heartbeat.stop()
+        self.census.stop()
+        if self.gil_guard is not None:
+            self.gil_guard.close()
+        self.gc_clock.uninstall()
+        await asyncio.to_thread(self.reporter.stop)
+        self._loop = None
+
+    def _on_beat(self, now: float, lag: float) -> None:
+        if self.gil_guard is not None:
+            self.gil_guard.arm(now)
+        self.metrics.lag.observe(lag)
+
+    # -- state, from any thread ----------------------------------------------------
+
+    def frozen_for(self) -> float | None:
+        """Seconds the loop has been frozen, when past the stall threshold (else ``None``)."""
+        if not self.heartbeat.running:
+            return None
+        age = self.heartbeat.age()
+        return age if age >= self.settings.stall_threshold else None
+
+    def loop_state(self) -> tuple[asyncio.AbstractEventLoop | None, float | None]:
+        """The watched loop and how long it has been frozen (for the side port)."""
+        return self._loop, self.frozen_for()
+
+    def liveness(self) -> NotAlive | None:
+        """Not alive once the loop has been frozen longer than ``live_fail_after``."""
+        if not self.heartbeat.running:
+            return None
+        age = self.heartbeat.age()
+        if age < self.settings.live_fail_after:
+            return None
+        summary = f"loop stalled {age:.1f} s"
+        current = self.watchdog.current
+        detail = headline(current) if current is not None else summary
+        return NotAlive(summary=summary, detail=detail)
+
+    # -- dumps -----------------------------------------------------------------------
+
+    def stalls_dump(self) -> dict[str, Any]:
+        """Recent stalls grouped by site with counts, and the one in progress."""
+        current = self.watchdog.current
+        recent, sites = self.history.snapshot()
+        now = time.monotonic()
+        return {
+            "threshold_s": self.settings.stall_threshold,
+            "heartbeat_age_s": round(self.heartbeat.age(now), 3),
+            "current": None if current is None else report_dict(current, now),
+            "total": self.history.total,
+            "longest_s": round(self.history.longest, 3),
+            "sites": [
+                {
+                    "site": _short(s.site, recent),
+                    "count": s.count,
+                    "total_s": round(s.total_seconds, 3),
+                    "longest_s": round(s.longest, 3),
+                    "classes": dict(s.classes),
+                }
+                for s in sites
+            ],
+            "recent": [report_dict(r, now) for r in reversed(recent[-20:])],
+        }
+
+    def threads_dump(self) -> dict[str, Any]:
+        """Every thread's stack (the loop thread and anyio workers marked)."""
+        stacks = all_stacks()
+        threads = []
+        for thread in threading.enumerate():
+            stack = stacks.get(thread.ident or -1, ())
+            threads.append(
+                {
+                    "name": thread.name,
+                    "ident": thread.ident,
+                    "daemon": thread.daemon,
+                    "event_loop": thread.ident == self.heartbeat.thread_id,
+                    "anyio_worker": is_worker_thread(thread),
+                    "stack": [f.site + (" [app]" if f.app else "") for f in stack[:60]],
+                }
+            )
+        return {"count": len(threads), "threads": threads}
+
+    def tasks_dump(self, timeout: float = 1.0) -> dict[str, Any]:
+        """asyncio tasks with their await chains, and the census.
+
+        Taken on the loop when it is alive (waiting at most ``timeout`` seconds); while it
+        is frozen, the last snapshot, marked stale.
+        """
+        loop = self._loop
+        census = snapshot_dict(self.census.latest)
+        if loop is None:
+            return {"running": False, "census": census}
+        if threading.get_ident() == self.heartbeat.thread_id:
+            self._last_tasks = self._take_tasks()
+            return {"stale": False, **self._last_tasks, "census": snapshot_dict(self.census.latest)}
+        if self.frozen_for() is None:
+            done = threading.Event()
+
+            def take() -> None:
+                try:
+                    self._last_tasks = self._take_tasks()
+                finally:
+                    done.set()
+
+            loop.call_soon_threadsafe(take)
+            if done.wait(timeout):
+                return {
+                    "stale": False,
+                    **(self._last_tasks or {}),
+                    "census": snapshot_dict(self.census.latest),
+                }
+        last = self._last_tasks or {}
+        return {"stale": True, "reason": "the event loop did not answer", **last, "census": census}
+
+    def _take_tasks(self) -> dict[str, Any]:
+        self.census.take()
+        return {"taken_at": time.time(), **self.census.tasks()}
+
+    def limiter_dump(self) -> dict[str, Any]:
+        """anyio's default thread limiter and the worker threads holding its tokens."""
+        return self.limiter.dump()
+
+    @property
+    def census_snapshot(self) -> Snapshot | None:
+        """The latest task census."""
+        return self.census.latest
+
+
+def _short(site_key: str, recent: list[StallReport]) -> str:
+    for report in recent:
+        if report.site_key == site_key:
+            return _short_site(report)
+    return site_key
+
+
+def attach(
+    signs: Lifesigns,
+    *,
+    stall_threshold: float = _UNSET,
+    live_fail_after: float = _UNSET,
+    side_host: str = _UNSET,
+    side_port: int | None = _UNSET,
+    limiter_threshold: float = _UNSET,
+    census_interval: float = _UNSET,
+    gil_guard: bool = _UNSET,
+    report_burst: int = _UNSET,
+    report_window: float = _UNSET,
+) -> LoopWatch:
+    """Build the loop layer for ``signs`` and register it; nothing starts until the lifespan.
+
+    Registers: the liveness condition ``event-loop``; the dumps ``stalls``, ``threads``,
+    ``tasks`` and ``limiter``; the metrics on ``signs.registry``; the components
+    ``loop-watch`` and, when a side port is set, ``side-port``. Options not given come
+    from ``signs.settings`` (see :class:`LoopSettings`). Raises
+    :class:`~lifesigns.errors.ConfigError` for a bad value, and ``RuntimeError`` if the
+    lifespan is already running.
+    """
+    settings = LoopSettings.build(
+        signs.settings,
+        stall_threshold=stall_threshold,
+        live_fail_after=live_fail_after,
+        side_host=side_host,
+        side_port=side_port,
+        limiter_threshold=limiter_threshold,
+        census_interval=census_interval,
+        gil_guard=gil_guard,
+        report_burst=report_burst,
+        report_window=report_window,
+    )
+    watch = LoopWatch(signs, settings)
+    signs.add_component(watch)
+    signs.probes.add_liveness_condition("event-loop", watch.liveness)
+    signs.add_dump("stalls", watch.stalls_dump)
+    signs.add_dump("threads", watch.threads_dump)
+    signs.add_dump("tasks", watch.tasks_dump)
+    signs.add_dump("limiter", watch.limiter_dump)
+    if settings.side_port is not None:
+        watch.side_port = SidePort(
+            signs, settings.side_host, settings.side_port, loop_state=watch.loop_state
+        )
+        signs.add_component(watch.side_port)
+    return watch

@@ -1,0 +1,360 @@
+"""Task census: pending asyncio tasks counted by coroutine and creation site, with a trend.
+
+Tasks that pile up (created per request and never finished, looping forever without a
+timeout) freeze a service slowly: memory grows, every loop iteration gets longer. The
+census counts pending tasks every ``interval`` seconds on the loop, grouped by
+
+* the coroutine (its qualified name and where it is defined), always known;
+* the creation site: the innermost application frame that called ``create_task``,
+  recorded by a task factory that walks at most 32 frames with no source read (a few
+  microseconds per task). The factory wraps any factory already installed.
+
+A site whose count never fell over the last ``growth_samples`` censuses, rose in at
+least two of them, and by at least ``min_growth`` tasks in all, is flagged as piling up
+(logged once until it stops).
+Snapshots are kept in a ring of ``history`` entries.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import collections
+import contextlib
+import heapq
+import itertools
+import sys
+import time
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from types import CodeType, FrameType
+from typing import Any
+
+from ..http.requests import RequestTracker
+from .report import Notice
+from .stacks import is_library, short_path
+
+Emit = Callable[[object], None]
+Site = tuple[str, int, str]
+
+_MAX_WALK = 32
+_ASYNCIO_DIR = f"{asyncio.__path__[0]}/"
+
+
+def creator_site(depth: int = 2) -> Site | None:
+    """The innermost application frame above the caller (else the first outside asyncio)."""
+    try:
+        frame: FrameType | None = sys._getframe(depth)
+    except ValueError:
+        return None
+    fallback: Site | None = None
+    for _ in range(_MAX_WALK):
+        if frame is None:
+            break
+        code = frame.f_code
+        filename = code.co_filename
+        if not is_library(filename):
+            return (filename, frame.f_lineno or 0, code.co_name)
+        if fallback is None and not filename.startswith(_ASYNCIO_DIR):
+            fallback = (filename, frame.f_lineno or 0, code.co_name)
+        frame = frame.f_back
+    return fallback
+
+
+def site_text(site: Site | None) -> str | None:
+    """``tests/apps/stalls.py:120 leak``."""
+    return None if site is None else f"{short_path(site[0])}:{site[1]} {site[2]}"
+
+
+def coroutine_of(task: asyncio.Task[Any]) -> tuple[str, str]:
+    """The task's coroutine name and where its function is defined."""
+    coro = task.get_coro()
+    name = getattr(coro, "__qualname__", None) or type(coro).__name__
+    code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
+    defined = f"{short_path(code.co_filename)}:{code.co_firstlineno}" if code else "?"
+    return str(name), defined
+
+
+def await_chain(task: asyncio.Task[Any], limit: int = 24) -> list[str]:
+    """Where the task waits: its coroutine, then what that awaits, innermost last."""
+    chain: list[str] = []
+    obj: Any = task.get_coro()
+    for _ in range(limit):
+        if obj is None:
+            break
+        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
+        frame = frame or getattr(obj, "ag_frame", None)
+        code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
+        code = code or getattr(obj, "ag_code", None)
+        if code is not None:
+            line = frame.f_lineno if frame is not None else code.co_firstlineno
+            name = getattr(obj, "__qualname__", code.co_name)
+            chain.append(f"{short_path(code.co_filename)}:{line} {name}")
+        elif isinstance(obj, asyncio.Task):
+            chain.append(f"task {obj.get_name()}")
+            break
+        elif isinstance(obj, asyncio.Future):
+            chain.append("future (pending)" if not obj.done() else "future (done)")
+            break
+        else:
+            chain.append(type(obj).__qualname__)
+            break
+        nxt = getattr(obj, "cr_await", None)
+        if nxt is None:
+            nxt = getattr(obj, "gi_yieldfrom", None) or getattr(obj, "ag_await", None)
+        obj = nxt
+    return chain
+
+
+class CreationSites:
+    """A task factory that remembers where and when each task was created."""
+
+    def __init__(self) -> None:
+        self.sites: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[Site | None, float]] = (
+            weakref.WeakKeyDictionary()
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._previous: Any = None
+        self._factory: Any = None
+
+    def install(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Install the factory on ``loop``, wrapping any factory already there."""
+        previous = loop.get_task_factory()
+        sites = self.sites
+
+        def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
+            if previous is not None:
+                task = previous(loop, coro, **kwargs)
+            else:
+                task = asyncio.Task(coro, loop=loop, **kwargs)
+            # A factory may return something that cannot be weakly referenced.
+            with contextlib.suppress(TypeError):
+                sites[task] = (creator_site(), time.monotonic())  # type: ignore[index]
+            return task
+
+        loop.set_task_factory(factory)
+        self._loop, self._previous, self._factory = loop, previous, factory
+
+    def uninstall(self) -> None:
+        """Put the previous factory back, unless someone replaced ours since."""
+        loop = self._loop
+        if loop is not None and loop.get_task_factory() is self._factory:
+            loop.set_task_factory(self._previous)
+        self._loop = None
+
+    def get(self, task: asyncio.Task[Any]) -> tuple[Site | None, float | None]:
+        """Where and when ``task`` was created, as far as known."""
+        try:
+            found = self.sites.get(task)
+        except RuntimeError:
+            found = None
+        return (None, None) if found is None else found
+
+
+@dataclass(frozen=True)
+class Group:
+    """Pending tasks of one coroutine from one creation site."""
+
+    coroutine: str
+    defined_at: str
+    created_at: str | None
+    count: int
+
+    @property
+    def key(self) -> str:
+        """What the trend follows: the creation site, else the coroutine's definition."""
+        return f"{self.created_at or self.defined_at} {self.coroutine}"
+
+
+@dataclass(frozen=True)
+class Snapshot:
+    """One census."""
+
+    at: float
+    total: int
+    groups: tuple[Group, ...]
+    oldest: tuple[dict[str, Any], ...] = ()
+    piling_up: tuple[str, ...] = field(default=())
+
+
+class TaskCensus:
+    """Counts pending tasks of one loop by coroutine and creation site; spots pile-ups."""
+
+    def __init__(
+        self,
+        emit: Emit,
+        *,
+        interval: float = 10.0,
+        history: int = 60,
+        growth_samples: int = 3,
+        min_growth: int = 100,
+        top: int = 50,
+        requests: RequestTracker | None = None,
+    ) -> None:
+        self.emit = emit
+        self.interval = interval
+        self.history: collections.deque[Snapshot] = collections.deque(maxlen=history)
+        self.growth_samples = growth_samples
+        self.min_growth = min_growth
+        self.top = top
+        self.requests = requests
+        self.creation = CreationSites()
+        self.listeners: list[Callable[[Snapshot], None]] = []
+        self._flagged: set[str] = set()
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._handle: asyncio.TimerHandle | None = None
+
+    @property
+    def latest(self) -> Snapshot | None:
+        """The most recent census."""
+        return self.history[-1] if self.history else None
+
+    def start(self, loop: asyncio.AbstractEventLoop) -> None:
+        """Install the creation-site factory and schedule censuses (on the loop)."""
+        self._loop = loop
+        self.creation.install(loop)
+        self._handle = loop.call_later(self.interval, self._periodic)
+
+    def stop(self) -> None:
+        """Stop counting and remove the factory (on the loop)."""
+        if self._handle is not None:
+            self._handle.cancel()
+            self._handle = None
+        self.creation.uninstall()
+
+    def _periodic(self) -> None:
+        try:
+            self.take()
+        finally:
+            if self._loop is not None and self._handle is not None:
+                self._handle = self._loop.call_later(self.interval, self._periodic)
+
+    def take(self) -> Snapshot:
+        """Count now (on the loop), record the snapshot and flag sites that pile up."""
+        assert self._loop is not None
+        tasks = asyncio.all_tasks(self._loop)
+        # Count by raw keys and format per group only: this runs on the loop, and a
+        # service with 10,000 pending tasks must not stall because it is being counted.
+        counts: collections.Counter[tuple[Any, Site | None]] = collections.Counter()
+        # The oldest ten in a bounded heap (negated ages): no per-task objects that survive
+        # the loop, so counting does not itself set off a collection.
+        aged: list[tuple[float, int, asyncio.Task[Any]]] = []
+        lookup = self.creation.sites.get
+        for task in tasks:
+            found = lookup(task)
+            coro = task.get_coro()
+            counts[(getattr(coro, "cr_code", None) or type(coro), found and found[0])] += 1
+            if found is not None:
+                if len(aged) < 10:
+                    heapq.heappush(aged, (-found[1], id(task), task))
+                elif -found[1] > aged[0][0]:
+                    heapq.heapreplace(aged, (-found[1], id(task), task))
+        now = time.monotonic()
+        groups = tuple(
+            Group(*_describe_code(code), site_text(site), n)
+            for (code, site), n in counts.most_common(self.top)
+        )
+        oldest = tuple(
+            {
+                "task": task.get_name(),
+                "coroutine": coroutine_of(task)[0],
+                "created_at": site_text(self.creation.get(task)[0]),
+                "age_s": round(now - created, 1),
+            }
+            for created, _, task in sorted((-c, i, t) for c, i, t in aged)
+        )
+        snapshot = Snapshot(now, len(tasks), groups, oldest)
+        self.history.append(snapshot)
+        snapshot = self._trend(snapshot)
+        for listener in self.listeners:
+            listener(snapshot)
+        return snapshot
+
+    def _trend(self, latest: Snapshot) -> Snapshot:
+        window = list(self.history)[-(self.growth_samples + 1) :]
+        if len(window) < self.growth_samples + 1:
+            return latest
+        piling: list[str] = []
+        for group in latest.groups:
+            series = [_count(s, group.key) for s in window]
+            steps = [b - a for a, b in itertools.pairwise(series)]
+            # Never shrinking, growing more than once, by enough: a pile, not a burst.
+            rising = min(steps) >= 0 and sum(1 for step in steps if step > 0) >= 2
+            if rising and series[-1] - series[0] >= self.min_growth:
+                piling.append(group.key)
+                if group.key not in self._flagged:
+                    self._flagged.add(group.key)
+                    self.emit(_pile_up_notice(group, series, self.interval))
+        self._flagged.intersection_update(piling)
+        latest = Snapshot(latest.at, latest.total, latest.groups, latest.oldest, tuple(piling))
+        self.history[-1] = latest
+        return latest
+
+    def tasks(self, limit: int = 200) -> dict[str, Any]:
+        """Pending tasks with their await chains, oldest first, at most ``limit`` (on the loop)."""
+        assert self._loop is not None
+        now = time.monotonic()
+        listed = []
+        for task in asyncio.all_tasks(self._loop):
+            site, created = self.creation.get(task)
+            listed.append((created if created is not None else 0.0, task, site))
+        listed.sort(key=lambda t: t[0])
+        entries = []
+        for created, task, site in listed[:limit]:
+            name, defined = coroutine_of(task)
+            info = self.requests.for_task(task) if self.requests is not None else None
+            entries.append(
+                {
+                    "name": task.get_name(),
+                    "coroutine": name,
+                    "defined_at": defined,
+                    "created_at": site_text(site),
+                    "age_s": round(now - created, 3) if created else None,
+                    "request": info.describe() if info is not None else None,
+                    "awaiting": await_chain(task),
+                }
+            )
+        return {"total": len(listed), "shown": len(entries), "tasks": entries}
+
+
+def _describe_code(code: Any) -> tuple[str, str]:
+    if isinstance(code, CodeType):
+        return code.co_qualname, f"{short_path(code.co_filename)}:{code.co_firstlineno}"
+    return getattr(code, "__qualname__", "?"), "?"
+
+
+def _count(snapshot: Snapshot, key: str) -> int:
+    return sum(g.count for g in snapshot.groups if g.key == key)
+
+
+def _pile_up_notice(group: Group, series: list[int], interval: float) -> Notice:
+    def message() -> str:
+        counts = " -> ".join(str(n) for n in series)
+        return (
+            f"tasks piling up: {group.count} pending {group.coroutine} "
+            f"(defined at {group.defined_at}) created at {group.created_at or 'an unknown site'};"
+            f" count over the last censuses, {interval:g} s apart: {counts}"
+        )
+
+    return Notice(f"tasks:{group.key}", message)
+
+
+def snapshot_dict(snapshot: Snapshot | None) -> dict[str, Any] | None:
+    """A census as JSON-ready data."""
+    if snapshot is None:
+        return None
+    return {
+        "age_s": round(time.monotonic() - snapshot.at, 3),
+        "total": snapshot.total,
+        "piling_up": list(snapshot.piling_up),
+        "groups": [
+            {
+                "coroutine": g.coroutine,
+                "defined_at": g.defined_at,
+                "created_at": g.created_at,
+                "count": g.count,
+            }
+            for g in snapshot.groups
+        ],
+        "oldest": list(snapshot.oldest),
+    }
