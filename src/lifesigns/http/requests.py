@@ -14,7 +14,6 @@ from __future__ import annotations
 import asyncio
 import itertools
 import time
-import weakref
 from collections.abc import MutableMapping
 from contextvars import ContextVar
 from dataclasses import dataclass, field
@@ -23,7 +22,7 @@ from typing import Any
 _ids = itertools.count(1)
 
 
-@dataclass(eq=False)
+@dataclass(eq=False, slots=True)
 class RequestInfo:
     """One request in flight: method, path, route template, id and start time."""
 
@@ -32,6 +31,7 @@ class RequestInfo:
     request_id: str
     started: float = field(default_factory=time.monotonic)
     scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
+    task_id: int = field(default=0, repr=False)
 
     @property
     def route(self) -> str:
@@ -75,28 +75,35 @@ current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request"
 class RequestTracker:
     """Keeps the requests in flight, by task, readable from any thread."""
 
+    # This is on every request's path: plain dicts keyed by id(), entries removed in
+    # end(), no weak references (their callbacks cost more than the rest together).
     def __init__(self) -> None:
-        self._by_task: weakref.WeakKeyDictionary[asyncio.Task[Any], RequestInfo] = (
-            weakref.WeakKeyDictionary()
-        )
+        self._by_task: dict[int, RequestInfo] = {}
         self._active: dict[int, RequestInfo] = {}
 
     def begin(self, scope: MutableMapping[str, Any]) -> RequestInfo:
         """Record a request arriving; returns its record (and sets :data:`current_request`)."""
         request_id = _request_id(scope) or str(next(_ids))
+        task = asyncio.current_task()
         info = RequestInfo(
-            scope.get("method", "GET"), scope.get("path", ""), request_id, scope=scope
+            scope.get("method", "GET"),
+            scope.get("path", ""),
+            request_id,
+            time.monotonic(),
+            scope,
+            id(task) if task is not None else 0,
         )
         self._active[id(info)] = info
-        task = asyncio.current_task()
         if task is not None:
-            self._by_task[task] = info
+            self._by_task[info.task_id] = info
         current_request.set(info)
         return info
 
     def end(self, info: RequestInfo) -> None:
         """Record a request leaving."""
         self._active.pop(id(info), None)
+        if self._by_task.get(info.task_id) is info:
+            del self._by_task[info.task_id]
 
     def in_flight(self) -> list[RequestInfo]:
         """Every request in flight, oldest first (safe from any thread)."""
@@ -109,11 +116,7 @@ class RequestTracker:
         """The request ``task`` serves, if it is one still in flight."""
         if task is None:
             return None
-        try:
-            info = self._by_task.get(task)
-        except RuntimeError:  # the weak dict changed size under another thread; try once more
-            info = self._by_task.get(task)
-        return info if info is not None and id(info) in self._active else None
+        return self._by_task.get(id(task))
 
 
 def _request_id(scope: MutableMapping[str, Any]) -> str | None:
