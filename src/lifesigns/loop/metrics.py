@@ -53,7 +53,7 @@ class LoopMetrics:
             registry=registry,
         )
         self.tokens_total = Gauge(
-            "lifesigns_threadpool_tokens_total",
+            "lifesigns_threadpool_tokens_capacity",
             "Tokens of anyio's default thread limiter.",
             registry=registry,
         )
