@@ -6,6 +6,7 @@ import re
 import signal
 import subprocess
 import sys
+import threading
 import time
 from pathlib import Path
 
@@ -47,7 +48,7 @@ def wait_for_ready(
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request):
     port = free_port()
-    args = ["--port", str(port), "--token", "demo-token-0123456789"]
+    args = ["--port", str(port), "--token", "demo-token-0123456789", "--side-port", "0"]
     password = None
     if backend == "postgres":
         postgres = request.getfixturevalue("postgres")
@@ -97,3 +98,44 @@ def test_unknown_command_lists_the_commands():
     done = subprocess.run([*command, "nosuch"], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2
     assert "unknown command 'nosuch'; commands: probe, demo" in done.stderr
+
+
+def test_demo_freeze_is_named_on_the_side_port_while_the_loop_is_frozen(tmp_path):
+    port, side = free_port(), free_port()
+    token = "demo-token-0123456789"
+    log = tmp_path / "demo.log"
+    process = start_demo(
+        "--port",
+        str(port),
+        "--side-port",
+        str(side),
+        "--token",
+        token,
+        "--database-url",
+        f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+        log=log,
+    )
+    base, side_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{side}"
+    try:
+        wait_for_ready(base, process, log)
+        froze = threading.Thread(
+            target=lambda: httpx.get(f"{base}/lab/freeze?seconds=3", timeout=10), daemon=True
+        )
+        froze.start()
+        auth = {"Authorization": f"Bearer {token}"}
+        seen = ""
+        deadline = time.monotonic() + 2.5
+        while time.monotonic() < deadline and "loop stalled" not in seen:
+            seen = httpx.get(f"{side_base}/debug/stalls", headers=auth, timeout=2).text
+            time.sleep(0.1)
+        froze.join(10)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(15)
+    assert "lab/app.py" in seen, seen
+    assert "freeze" in seen
+    output = log.read_text()
+    assert f"side port  {side_base}/livez" in output
+    assert re.search(
+        r"loop stall ended after 3\.\d+ s: .*lab/app\.py:\d+ freeze, time\.sleep", output
+    )

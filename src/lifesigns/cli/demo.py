@@ -51,6 +51,14 @@ def run(argv: list[str]) -> int:
     if not 0 < args.port < 65536:
         print(f"lifesigns demo: --port {args.port} is not a port; use 1-65535", file=sys.stderr)
         return 2
+    side_port = args.port + 1 if args.side_port is None else args.side_port
+    if not 0 <= side_port < 65536 or side_port == args.port:
+        print(
+            f"lifesigns demo: --side-port {side_port} is not usable; use 1-65535 other than "
+            f"--port, or 0 to switch it off",
+            file=sys.stderr,
+        )
+        return 2
     try:
         import uvicorn
 
@@ -66,8 +74,17 @@ def run(argv: list[str]) -> int:
 
     token = args.token or secrets.token_urlsafe(24)
     database_url = args.database_url or default_database_url()
-    app = create_app(database_url=database_url, token=token, side_port=args.side_port)
-    base = f"http://{'127.0.0.1' if args.host in ('0.0.0.0', '::') else args.host}:{args.port}"
+    app = create_app(database_url=database_url, token=token, side_port=side_port or None)
+    host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
+    base = f"http://{host}:{args.port}"
+    side = (
+        [
+            f"  side port  http://{host}:{side_port}/livez   (answers while the loop is frozen)",
+            f"  freeze it  curl '{base}/lab/freeze?seconds=3'  (time.sleep in an async def)",
+        ]
+        if side_port
+        else []
+    )
     print(
         "\n".join(
             [
@@ -80,6 +97,7 @@ def run(argv: list[str]) -> int:
                 f"  health     {base}/health",
                 f"  metrics    {base}/metrics",
                 f"  details    curl -H 'Authorization: Bearer {token}' {base}/health",
+                *side,
                 "",
             ]
         ),

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import datetime as dt
+import time
 from collections.abc import AsyncIterator
 from typing import Any
 
@@ -119,6 +120,13 @@ def create_app(
             )
         ).one()
         return {"orders": total, "quantity": quantity}
+
+    @app.get("/lab/freeze")
+    async def freeze(seconds: float = 3.0) -> dict[str, float]:
+        """Incident 000/003: blocking code in an ``async def`` freezes the whole loop."""
+        seconds = max(0.0, min(seconds, 30.0))
+        time.sleep(seconds)  # noqa: ASYNC251 - the incident itself; the watchdog names this line
+        return {"froze_for_s": seconds}
 
     @app.get("/orders/{order_id}", response_model=OrderOut)
     async def get_order(order_id: int, db: AsyncSession = Depends(session)) -> Order:  # noqa: B008

@@ -65,6 +65,8 @@ def _library_roots() -> tuple[str, ...]:
 
 _LIBRARY_ROOTS = _library_roots()
 _PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
+# The demo service and incident lab ship inside lifesigns but play the application.
+_LAB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lab", "")
 
 
 @functools.lru_cache(maxsize=4096)
@@ -72,9 +74,11 @@ def is_library(filename: str) -> bool:
     """Whether ``filename`` is library code (not the application's own)."""
     if filename.startswith("<"):
         return True
+    real = os.path.realpath(filename) if os.path.isabs(filename) else filename
+    if real.startswith(_LAB_DIR):
+        return False
     if any(part in filename for part in _PACKAGE_DIRS):
         return True
-    real = os.path.realpath(filename) if os.path.isabs(filename) else filename
     return real.startswith(_LIBRARY_ROOTS)
 
 
