@@ -18,16 +18,20 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import sys
 import time
 from collections.abc import Callable
+from pathlib import Path
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
-from tests.support.postgres import PostgresServer
 
 from lifesigns import Lifesigns
 from lifesigns.db.forensics import PoolForensics, attach
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+from tests.support.postgres import PostgresServer
 
 SETTINGS: dict[str, dict[str, Any] | None] = {
     "bare": None,
