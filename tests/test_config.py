@@ -104,3 +104,25 @@ def test_watch_engine_refuses_what_is_not_an_engine():
     signs = Lifesigns()
     with pytest.raises(ConfigError, match=r"takes a SQLAlchemy Engine or AsyncEngine; got str"):
         signs.watch_engine("postgresql://u:p@h/db")  # type: ignore[arg-type]
+
+
+def test_importing_every_module_starts_no_thread_and_touches_no_signal():
+    import subprocess
+
+    code = """
+import importlib, pkgutil, signal, threading, faulthandler
+import lifesigns
+def state():
+    return threading.active_count(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+before = state()
+names = [m.name for m in pkgutil.walk_packages(lifesigns.__path__, "lifesigns.")
+         if not m.name.endswith("__main__")]
+for name in names:
+    importlib.import_module(name)
+print(len(names), before == state(), faulthandler.is_enabled())
+"""
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=60)
+    count, unchanged, faulthandler_on = out.stdout.split()
+    assert int(count) > 40, out.stderr
+    assert unchanged == "True"
+    assert faulthandler_on == "False"
