@@ -113,7 +113,8 @@ def test_importing_every_module_starts_no_thread_and_touches_no_signal():
 import importlib, pkgutil, signal, threading, faulthandler
 import lifesigns
 def state():
-    return threading.active_count(), signal.getsignal(signal.SIGTERM), signal.getsignal(signal.SIGINT)
+    return (threading.active_count(), signal.getsignal(signal.SIGTERM),
+            signal.getsignal(signal.SIGINT))
 before = state()
 names = [m.name for m in pkgutil.walk_packages(lifesigns.__path__, "lifesigns.")
          if not m.name.endswith("__main__")]
