@@ -99,7 +99,9 @@ class Drain:
                 s.termination_grace,
             )
         if threading.current_thread() is not threading.main_thread():
-            logger.warning(
+            # Info, not warning: test clients (Starlette's TestClient) run lifespans in a
+            # worker thread on purpose, and would log this for every test.
+            logger.info(
                 "the lifespan does not run in the main thread, so lifesigns cannot hook "
                 "%s; call Drain.begin() from your own shutdown hook to drain",
                 self.signal.name,
