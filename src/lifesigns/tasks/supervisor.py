@@ -100,27 +100,14 @@ class Supervisor:
             period if timeout is None else _config.seconds("timeout", timeout, maximum=86_400.0)
         )
         chosen_jitter = _config.seconds("jitter", jitter, allow_zero=True, maximum=period)
-        delay = (
-            None
-            if initial_delay is None
-            else _config.seconds("initial_delay", initial_delay, allow_zero=True)
+        return self._register(
+            name,
+            every=period,
+            timeout=chosen_timeout,
+            jitter=chosen_jitter,
+            initial_delay=_initial_delay(initial_delay),
+            **self._policy(max_restarts, within, backoff, max_backoff, critical),
         )
-
-        def decorator(fn: F) -> F:
-            self.add(
-                TaskSpec(
-                    name=name or fn.__name__,
-                    func=fn,
-                    every=period,
-                    timeout=chosen_timeout,
-                    jitter=chosen_jitter,
-                    initial_delay=delay,
-                    **self._policy(max_restarts, within, backoff, max_backoff, critical),
-                )
-            )
-            return fn
-
-        return decorator
 
     def supervised(
         self,
@@ -152,23 +139,17 @@ class Supervisor:
         chosen_timeout = (
             None if timeout is None else _config.seconds("timeout", timeout, maximum=86_400.0)
         )
-        delay = (
-            None
-            if initial_delay is None
-            else _config.seconds("initial_delay", initial_delay, allow_zero=True)
+        return self._register(
+            name,
+            timeout=chosen_timeout,
+            initial_delay=_initial_delay(initial_delay),
+            restart=policy,
+            **self._policy(max_restarts, within, backoff, max_backoff, critical),
         )
 
+    def _register(self, name: str | None, **spec: Any) -> Callable[[F], F]:
         def decorator(fn: F) -> F:
-            self.add(
-                TaskSpec(
-                    name=name or fn.__name__,
-                    func=fn,
-                    timeout=chosen_timeout,
-                    initial_delay=delay,
-                    restart=policy,
-                    **self._policy(max_restarts, within, backoff, max_backoff, critical),
-                )
-            )
+            self.add(TaskSpec(name=name or fn.__name__, func=fn, **spec))
             return fn
 
         return decorator
@@ -297,3 +278,7 @@ def _task_check(state: TaskState) -> Callable[[], Any]:
 
     check.__qualname__ = f"task {state.spec.name}"
     return check
+
+
+def _initial_delay(value: float | None) -> float | None:
+    return None if value is None else _config.seconds("initial_delay", value, allow_zero=True)
