@@ -21,6 +21,11 @@ TOKEN = "lifecycle-test-token-0123456789"
 AUTH = {"Authorization": f"Bearer {TOKEN}"}
 APP = "tests.apps.lifecycle_app:app"
 DEADLINE = 0.5  # the test app's deadline under /db and /sync-sleep
+# Measured at the client, through a real server, on a 2-core machine that also runs
+# PostgreSQL and pytest: typically within 30 ms of the deadline, but a loaded CI run
+# once took 122 ms. The bound is generous on purpose; the in-process test in
+# test_deadline_rules.py holds the middleware itself to within 100 ms of its deadline.
+LATE_BY_AT_MOST = 0.3
 
 
 @pytest.fixture(scope="module")
@@ -67,7 +72,7 @@ def test_handler_past_its_deadline_gets_504_and_returns_its_connection(
 ) -> None:
     response, took = _timed(client, path, 5.0)
     assert response.status_code == 504
-    assert took < DEADLINE + 0.1, took
+    assert took < DEADLINE + LATE_BY_AT_MOST, took
     body = response.json()
     assert body["deadline_s"] == DEADLINE
     assert body["route"] == path
@@ -84,7 +89,7 @@ def test_handler_past_its_deadline_gets_504_and_returns_its_connection(
 def test_sync_handler_in_a_thread_still_gets_its_504_on_time(client: httpx.Client) -> None:
     response, took = _timed(client, "/sync-sleep", 2.0)
     assert response.status_code == 504
-    assert took < DEADLINE + 0.1, took
+    assert took < DEADLINE + LATE_BY_AT_MOST, took
 
 
 def test_requests_in_flight_are_listed_with_route_and_age(client: httpx.Client) -> None:
