@@ -11,14 +11,16 @@ from typing import TYPE_CHECKING, Any
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:  # the names below, for type checkers; loaded lazily at run time
-    from .core import Component, Lifesigns
+    from .core import Lifesigns
     from .errors import ConfigError, Degraded, LifesignsError, StartupError
     from .health import Check, CheckResult, ProbeResult, Status
+    from .host import Component, Host
     from .http import LifesignsMiddleware
 
 _EXPORTS = {
     "Lifesigns": "core",
-    "Component": "core",
+    "Component": "host",
+    "Host": "host",
     "ConfigError": "errors",
     "Degraded": "errors",
     "LifesignsError": "errors",
@@ -36,6 +38,7 @@ __all__ = [
     "Component",
     "ConfigError",
     "Degraded",
+    "Host",
     "Lifesigns",
     "LifesignsError",
     "LifesignsMiddleware",
