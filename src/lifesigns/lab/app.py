@@ -17,8 +17,12 @@ from sqlalchemy.ext.asyncio import (
     create_async_engine,
 )
 from sqlalchemy.orm import DeclarativeBase, Mapped, mapped_column
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from lifesigns import Lifesigns
+from lifesigns.http.deadline import DeadlineMiddleware
+
+from .routes import add_lab
 
 
 class Base(DeclarativeBase):
@@ -61,7 +65,17 @@ def create_app(
 ) -> FastAPI:
     """Build the demo service: the orders API plus lifesigns' probes and metrics."""
     signs = Lifesigns(service="orders-demo", version="0.1.0", token=token, side_port=side_port)
-    engine = engine or create_async_engine(database_url, pool_pre_ping=True)
+    if engine is None:
+        # A bounded pool, also over SQLite, so that the lab's pool incidents show: five
+        # connections, and a checkout waits at most five seconds.
+        engine = create_async_engine(
+            database_url,
+            pool_pre_ping=True,
+            poolclass=AsyncAdaptedQueuePool,
+            pool_size=5,
+            max_overflow=0,
+            pool_timeout=5,
+        )
     sessions = async_sessionmaker(engine, expire_on_commit=False)
     signs.watch_engine(engine)
 
@@ -83,6 +97,8 @@ def create_app(
     app = FastAPI(title="lifesigns demo: orders")
     signs.install(app)
     app.state.signs = signs
+    app.add_middleware(DeadlineMiddleware, signs=signs, routes={"/reports/slow": 1.5})
+    add_lab(app, signs, engine, sessions)
 
     @app.get("/")
     async def index() -> dict[str, Any]:

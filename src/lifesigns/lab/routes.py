@@ -1,0 +1,256 @@
+"""The lab's routes: the business endpoints each incident runs through, and the triggers.
+
+``POST /lab/incidents/{name}`` starts one incident in the background and answers at once
+(202) with what to look for. The incident runs as a client would make it happen: it
+sends real requests to this service's own endpoints (``/invoices/7``, 45 concurrent
+``/exports/orders.csv``...), so lifesigns sees each one as it would in production, with
+its route. Each incident runs at most once at a time and ends by itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import importlib
+import logging
+import os
+import sys
+import time
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import httpx
+from fastapi import FastAPI, HTTPException, Request
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+
+from lifesigns import Lifesigns
+
+from . import catalog, exports, inventory, invoices, nightly, recommend, signup
+from .billing import PaymentDeclined, charge
+from .incidents import INCIDENTS, Incident, by_name
+
+logger = logging.getLogger("lifesigns.lab")
+
+Driver = Callable[[httpx.AsyncClient], Awaitable[object]]
+
+
+def add_lab(
+    app: FastAPI,
+    signs: Lifesigns,
+    engine: AsyncEngine,
+    sessions: async_sessionmaker[AsyncSession],
+) -> None:
+    """Add the incident endpoints and their triggers to the demo ``app``."""
+    postgres = engine.dialect.name == "postgresql"
+    running: dict[str, asyncio.Task[None]] = {}
+    nightly_bulkhead = signs.bulkhead("nightly", max_connections=2, timeout=30.0)
+
+    @signs.periodic(every=2.0, timeout=5.0, max_restarts=5, within=60.0, critical=False)
+    async def inventory_sync() -> None:
+        await inventory.sync_inventory()
+
+    # -- the business endpoints the incidents go through ---------------------------
+
+    @app.get("/invoices/{order_id}")
+    async def invoice(order_id: int, currency: str = "USD") -> dict[str, Any]:
+        total = await invoices.invoice_total(100.0 + order_id, currency)
+        return {"order": order_id, "currency": currency, "total": total}
+
+    @app.get("/orders/{order_id}/similar")
+    async def similar(order_id: int, seconds: float = 2.0) -> dict[str, Any]:
+        return {"similar": await recommend.similar_orders(order_id, min(seconds, 5.0))}
+
+    @app.post("/signup")
+    async def sign_up(request: Request) -> dict[str, Any]:
+        body = await request.json()
+        email = str(body.get("email", ""))[:64]
+        if not signup.valid_email(email):
+            raise HTTPException(status_code=422, detail="not an e-mail address")
+        return {"welcome": email}
+
+    @app.get("/exports/orders.csv")
+    def export_orders() -> PlainTextResponse:
+        return PlainTextResponse(exports.write_orders_csv(), media_type="text/csv")
+
+    @app.post("/orders/{order_id}/charge")
+    async def charge_order(order_id: int, card: str = "4242424242424242") -> dict[str, Any]:
+        try:
+            charged = await charge(sessions, order_id, card)
+        except PaymentDeclined as exc:
+            raise HTTPException(status_code=402, detail=str(exc)) from None
+        return {"charged": charged}
+
+    @app.get("/catalog/{sku}")
+    async def product(sku: str) -> Response:
+        return Response(catalog.product_page(sku)[:200], media_type="text/html")
+
+    @app.get("/reports/slow")
+    async def slow_report() -> dict[str, Any]:
+        await asyncio.sleep(5.0)  # a slow upstream; the route's 1.5 s deadline answers 504
+        return {"report": "done"}
+
+    @app.get("/lab/naive-health")
+    async def naive_health() -> dict[str, str]:
+        """Seed 004's health check: says healthy whatever the database does."""
+        return {"status": "healthy"}
+
+    # -- the triggers ----------------------------------------------------------------
+
+    async def database_down(seconds: float) -> None:
+        async with engine.connect() as admin:
+            await admin.execution_options(isolation_level="AUTOCOMMIT")
+            name = await admin.scalar(text("SELECT current_database()"))
+            quoted = engine.dialect.identifier_preparer.quote(str(name))
+            await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
+            try:
+                await admin.execute(
+                    text(
+                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+                    )
+                )
+                await engine.dispose()  # the pool's connections are cut: forget them
+                await asyncio.sleep(seconds)
+            finally:
+                await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
+
+    async def many(client: httpx.AsyncClient, count: int, method: str, path: str) -> None:
+        async def one() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.request(method, path, timeout=30.0)
+
+        await asyncio.gather(*(one() for _ in range(count)))
+
+    async def api_calls_during(client: httpx.AsyncClient, seconds: float) -> None:
+        ends = time.monotonic() + seconds
+        while time.monotonic() < ends:
+            with contextlib.suppress(httpx.HTTPError):
+                await client.get("/orders?limit=5", timeout=10.0)
+            await asyncio.sleep(0.2)
+
+    async def leak_memory(client: httpx.AsyncClient) -> None:
+        ends = time.monotonic() + by_name("memory-leak").lasts_s
+        n = 0
+        while time.monotonic() < ends:
+            await client.get(f"/catalog/sku-{os.getpid()}-{n}")
+            n += 1
+            await asyncio.sleep(0.125)
+
+    drivers: dict[str, Driver] = {
+        "blocking-call": lambda c: _after(invoices.make_upstream_flaky, c.get("/invoices/7")),
+        "cpu-bound": lambda c: c.get("/orders/7/similar"),
+        "regex-gil": lambda c: c.post("/signup", json={"email": "a" * 26 + "!"}),
+        "thread-starvation": lambda c: _after(
+            lambda: exports.hold_the_lock(7.0), many(c, 45, "GET", "/exports/orders.csv")
+        ),
+        "session-leak": lambda c: c.post("/orders/1/charge", params={"card": "4000000000000000"}),
+        "batch-starves-pool": lambda c: _together(
+            nightly.rebuild_statistics(engine, chunks=8, seconds=4.0),
+            api_calls_during(c, 4.0),
+        ),
+        "batch-with-bulkhead": lambda c: _together(
+            nightly.rebuild_statistics(
+                engine, chunks=8, seconds=2.0, limit=lambda: nightly_bulkhead
+            ),
+            api_calls_during(c, 6.0),
+        ),
+        "import-time-task": lambda c: _import_legacy_jobs(),
+        "database-down": lambda c: database_down(by_name("database-down").lasts_s),
+        "memory-leak": leak_memory,
+        "crash-loop": lambda c: _after(lambda: inventory.break_feed(20.0), asyncio.sleep(0)),
+        "deadline": lambda c: c.get("/reports/slow"),
+    }
+    missing = {i.name for i in INCIDENTS} - drivers.keys()
+    assert not missing, missing
+
+    @app.get("/lab/incidents")
+    async def list_incidents(request: Request) -> dict[str, Any]:
+        base = str(request.base_url).rstrip("/")
+        return {
+            "database": engine.dialect.name,
+            "pid": os.getpid(),
+            "incidents": [
+                {
+                    **incident.as_dict(),
+                    "available": incident.needs is None or postgres,
+                    "running": name_running(incident.name),
+                    "trigger": f"{base}/lab/incidents/{incident.name}",
+                }
+                for incident in INCIDENTS
+            ],
+        }
+
+    def name_running(name: str) -> bool:
+        task = running.get(name)
+        return task is not None and not task.done()
+
+    @app.post("/lab/incidents/{name}", status_code=202)
+    async def trigger(name: str, request: Request) -> JSONResponse:
+        try:
+            incident = by_name(name)
+        except KeyError as exc:
+            raise HTTPException(status_code=404, detail=str(exc.args[0])) from None
+        if incident.needs == "postgresql" and not postgres:
+            raise HTTPException(
+                status_code=409,
+                detail=f"{name} needs PostgreSQL; this demo runs on {engine.dialect.name}: "
+                "start it with --database-url postgresql+asyncpg://user:password@host/db",
+            )
+        if name_running(name):
+            raise HTTPException(status_code=409, detail=f"{name} is already running")
+        base = str(request.base_url).rstrip("/")
+        running[name] = asyncio.get_running_loop().create_task(
+            _run(incident, drivers[name], base), name=f"lab incident {name}"
+        )
+        return JSONResponse(
+            {
+                "incident": incident.name,
+                "seeds": incident.seeds,
+                "what_happens": incident.what_happens,
+                "look_for": incident.look_for,
+                "lasts_s": incident.lasts_s,
+                "pid": os.getpid(),
+            },
+            status_code=202,
+            headers={"Access-Control-Allow-Origin": "*"},
+        )
+
+    @app.exception_handler(PaymentDeclined)
+    async def declined(request: Request, exc: PaymentDeclined) -> JSONResponse:
+        return JSONResponse({"detail": str(exc)}, status_code=402)
+
+
+async def _after(first: Callable[[], object], then: Awaitable[Any]) -> None:
+    first()
+    await then
+
+
+async def _together(*work: Awaitable[Any]) -> None:
+    await asyncio.gather(*work, return_exceptions=True)
+
+
+async def _import_legacy_jobs() -> None:
+    name = "lifesigns.lab.legacy_jobs"
+    if name in sys.modules:
+        importlib.reload(sys.modules[name])
+    else:
+        importlib.import_module(name)
+
+
+async def _run(incident: Incident, driver: Driver, base: str) -> None:
+    logger.info(
+        "lab: incident %s started (seeds %s): %s",
+        incident.name,
+        incident.seeds,
+        incident.what_happens,
+    )
+    try:
+        async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
+            async with asyncio.timeout(incident.lasts_s + 60.0):
+                await driver(client)
+    except Exception:
+        logger.exception("lab: incident %s failed to run", incident.name)
+    else:
+        logger.info("lab: incident %s over", incident.name)
