@@ -13,6 +13,7 @@ USAGE = """usage: lifesigns COMMAND [options]
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
   demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
+  lab [INCIDENT] [--list]   trigger one of the seeds' incidents on a running demo
 
 `lifesigns COMMAND --help` tells more."""
 
@@ -33,11 +34,16 @@ def main(argv: list[str] | None = None) -> None:
         from .probe import run
 
         raise SystemExit(run(rest))
+    if command == "lab":
+        from .lab import run as run_lab
+
+        raise SystemExit(run_lab(rest))
     if command == "demo":
         from .demo import run as run_demo
 
         raise SystemExit(run_demo(rest))
     print(
-        f"lifesigns: unknown command {command!r}; commands: probe, demo\n\n{USAGE}", file=sys.stderr
+        f"lifesigns: unknown command {command!r}; commands: probe, demo, lab\n\n{USAGE}",
+        file=sys.stderr,
     )
     raise SystemExit(2)
