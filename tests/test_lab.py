@@ -204,8 +204,9 @@ CASES = [
     ),
     (
         "import-time-task",
-        r"WARNING lifesigns\.loop: loop stalled [\d.]+ s so far in lifesigns/lab/legacy_jobs\.py:\d+"
-        r" purge_expired_tokens, time\.sleep in task [^\n]*refresh_tokens_forever[^\n]*",
+        r"WARNING lifesigns\.loop: loop stalled [\d.]+ s so far in "
+        r"lifesigns/lab/legacy_jobs\.py:\d+ purge_expired_tokens, time\.sleep in task "
+        r"[^\n]*refresh_tokens_forever[^\n]*",
         4.0,
     ),
     (
