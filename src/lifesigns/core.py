@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,7 @@ from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
     from .db.bulkhead import Bulkhead
+    from .tasks import Supervisor
 
 logger = logging.getLogger("lifesigns")
 
@@ -154,19 +155,31 @@ class Lifesigns:
         self._attach_layers()
 
     def _attach_layers(self) -> None:
-        # The loop layer first: it starts first and stops last, so it sees the whole
-        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        # The assembler: each layer registers on the host and knows no other layer; what
+        # one needs of another is handed over here. The loop layer first: it starts first
+        # and stops last, so it sees the whole lifespan, shutdown stalls included.
+        # Nothing here starts anything yet.
         from . import drain, memory
         from .http import inflight
 
+        host = self.host
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(self)
-        inflight.attach(self)
-        drain.attach(self)
+            loop.attach(host)
+        inflight.attach(host)
+        drain.attach(
+            host,
+            supervisor=lambda: cast("Supervisor | None", host.find_layer("tasks")),
+            engines=lambda: self._engines,
+        )
         if self.settings.memory:
-            memory.attach(self)
+            memory.attach(host)
+
+    def _tasks(self) -> Supervisor:
+        from . import tasks
+
+        return tasks.attach(self.host)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -273,12 +286,14 @@ class Lifesigns:
             )
         s = self.settings
         chosen_timeout = (
-            s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
+            s.check_timeout
+            if timeout is None
+            else _config.option("check_timeout").parse(timeout, given_as="timeout")
         )
         deadline = (
             s.startup_deadline
             if startup_deadline is None
-            else _config.seconds("startup_deadline", startup_deadline)
+            else _config.option("startup_deadline").parse(startup_deadline)
         )
         watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
         if forensics:
@@ -335,7 +350,7 @@ class Lifesigns:
         Steps run in order once every dependency answers, each within ``timeout``
         seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
         """
-        chosen = _config.seconds("timeout", timeout)
+        chosen = _config.option("startup_deadline").parse(timeout, given_as="timeout")
         if any(n == name for n, _, _ in self._startup_steps) or any(
             d.name == name for d, _ in self._dependencies
         ):
@@ -363,18 +378,14 @@ class Lifesigns:
 
         See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+        return self._tasks().periodic(every, timeout=timeout, jitter=jitter, **options)
 
     def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
         """Supervise the decorated long-running ``async def`` with an OTP restart policy.
 
         See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).supervised(restart=restart, **options)
+        return self._tasks().supervised(restart=restart, **options)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
@@ -444,12 +455,26 @@ class Lifesigns:
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
+        self._add_side_port()
         self.host.mark_started()
         for component in self.host.components:
             await component.start()
             self._running.append(component)
         self._startup_task = asyncio.get_running_loop().create_task(
             self._start_up(), name="lifesigns start-up"
+        )
+
+    def _add_side_port(self) -> None:
+        # The loop layer serves the side port when it is attached; without it (watchdog
+        # off) the assembler adds one, so ``side_port`` never silently does nothing.
+        s = self.settings
+        if s.side_port is None or any(c.name == "side-port" for c in self.host.components):
+            return
+        from .loop.sideport import SidePort
+
+        loop = asyncio.get_running_loop()
+        self.host.add_component(
+            SidePort(self, s.side_host, s.side_port, loop_state=lambda: (loop, None))
         )
 
     async def _start_up(self) -> None:
