@@ -20,6 +20,7 @@ import pytest
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from lifesigns import Lifesigns, drain, loop, memory, tasks
+from lifesigns._config import Settings
 from lifesigns.db.engine import WatchedEngine
 from lifesigns.errors import ConfigError
 from lifesigns.health import Phase
@@ -181,7 +182,7 @@ async def test_drain_alone_fails_readiness_then_stops_what_the_assembler_gave_it
 
 
 def test_drain_settings_are_the_hosts() -> None:
-    host = Host(Host().settings.override(drain_delay=0, grace=1))
+    host = Host(Settings().override(drain_delay=0, grace=1))
     assert "drain_delay=0" in repr(drain.attach(host))
 
 

@@ -86,6 +86,15 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+
+    The layers' other options (``census_interval``, ``memory_interval``,
+    ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
+    layer's own ``attach``; every option, its limits and its doc line are in one table,
+    :data:`lifesigns._config.OPTIONS` (the README's option reference).
+
+    It is the assembler: it builds a :class:`~lifesigns.host.Host` (``signs.host``) and
+    attaches each layer to it, handing over what one layer needs of another; no layer
+    imports this module.
     """
 
     def __init__(
