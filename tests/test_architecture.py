@@ -140,3 +140,13 @@ def test_no_layer_names_core_nor_another_layer() -> None:
             for imported in graph.find_modules_directly_imported_by(member):
                 top = imported.split(".")[1] if imported.count(".") else ""
                 assert top == own or top not in others, f"{member} imports {imported}"
+
+
+def test_every_top_level_module_has_a_place_in_the_contract() -> None:
+    # A new module outside every layer would escape the rule: name it in pyproject.toml.
+    layers = _contract()["layers"]
+    assert isinstance(layers, list)
+    named = {name.strip().strip("()") for layer in layers for name in re.split(r"[|:]", layer)}
+    graph = grimp.build_graph("lifesigns", cache_dir=None)
+    top_level = {m for m in graph.find_children("lifesigns") if m != "lifesigns.__main__"}
+    assert top_level - named == set(), "add these modules to [tool.importlinter] layers"
