@@ -13,6 +13,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
+from ._surfaces import DEFAULT as _EXPOSED
+from ._surfaces import surfaces
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -181,6 +183,7 @@ class Settings:
     deadline: float | None = None
     watchdog: bool = True
     memory: bool = True
+    expose: frozenset[str] = _EXPOSED  # what the application port serves: lifesigns._surfaces
 
     def __repr__(self) -> str:
         shown = []
@@ -264,6 +267,7 @@ _OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "drain_delay": (seconds, {"allow_zero": True, "maximum": 3600.0}),
     "termination_grace": (seconds, {"maximum": 86_400.0}),
     "deadline": (_optional_seconds, {}),
+    "expose": (surfaces, {}),
 }
 """Every option but ``paths``: its validator and the validator's bounds.
 

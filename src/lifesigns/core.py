@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
 
@@ -85,6 +85,9 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+    * ``expose``: what the application port serves: ``"probes"`` (the
+      default), ``"probes,metrics"``, ``"all"``, ``"none"``; the side port serves
+      everything (see :mod:`lifesigns._surfaces`).
     """
 
     def __init__(
@@ -110,6 +113,7 @@ class Lifesigns:
         deadline: float | object | None = UNSET,
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
+        expose: str | Collection[str] | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -133,6 +137,7 @@ class Lifesigns:
                 "deadline": deadline,
                 "watchdog": watchdog,
                 "memory": memory,
+                "expose": expose,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -152,6 +157,23 @@ class Lifesigns:
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
         self._attach_layers()
+        # One probe router for every port. The side port serves all of it from a thread,
+        # with or without the watchdog; a side_port given here (not by the environment)
+        # binds under tests and reloaders too (see lifesigns.sideport).
+        from .router import ProbeRouter
+        from .sideport import SidePort
+
+        self.router = ProbeRouter(host)
+        self.side_port: SidePort | None = None
+        if self.settings.side_port is not None:
+            self.side_port = SidePort(
+                self.router,
+                self.settings.side_host,
+                self.settings.side_port,
+                explicit=side_port is not UNSET,
+                components=lambda: host.components,
+            )
+            host.add_component(self.side_port)
 
     def _attach_layers(self) -> None:
         # The loop layer first: it starts first and stops last, so it sees the whole

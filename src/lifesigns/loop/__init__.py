@@ -6,15 +6,16 @@
     from lifesigns.loop import attach
 
     signs = Lifesigns(service="orders", token=TOKEN)
-    watch = attach(signs, side_port=9000)   # builds the layer; starts nothing yet
+    watch = attach(signs)                   # builds the layer; starts nothing yet
     signs.install(app)                      # the lifespan starts and stops it
 
 What runs once the lifespan starts: a heartbeat on the loop (``call_later``, so uvloop
 works too), a watchdog thread (:mod:`~lifesigns.loop.watchdog`), a reporter thread that
 logs on ``lifesigns.loop`` (:mod:`~lifesigns.loop.report`), the GIL-held path through
 faulthandler (:mod:`~lifesigns.loop.faulthandler_guard`), the thread-pool watch
-(:mod:`~lifesigns.loop.limiter`), the task census (:mod:`~lifesigns.loop.census`) and,
-when a side port is set, the out-of-band server (:mod:`~lifesigns.loop.sideport`).
+(:mod:`~lifesigns.loop.limiter`) and the task census (:mod:`~lifesigns.loop.census`).
+The side port, which serves liveness while the loop is frozen, is not part of this layer
+(:mod:`lifesigns.sideport`); it reads :meth:`LoopWatch.frozen_for`.
 
 Defaults, and why:
 
@@ -55,7 +56,6 @@ from .limiter import LimiterWatch, is_worker_thread
 from .metrics import LoopMetrics
 from .report import Reporter, SiteLimiter, StallHistory, StallReport, headline, report_dict
 from .report import short_site as _short_site
-from .sideport import SidePort
 from .stacks import all_stacks
 from .watchdog import Watchdog
 
@@ -65,7 +65,6 @@ if TYPE_CHECKING:
 __all__ = [
     "LoopSettings",
     "LoopWatch",
-    "SidePort",
     "StallClass",
     "StallReport",
     "attach",
@@ -80,8 +79,6 @@ class LoopSettings:
 
     * ``stall_threshold``: seconds without a heartbeat that make a stall (0.25).
     * ``live_fail_after``: seconds of stall after which liveness fails (10).
-    * ``side_host``, ``side_port``: where the side port listens (off when ``None``;
-      0 picks a free port).
     * ``limiter_threshold``: seconds the default thread limiter may stay full before it
       is reported (5).
     * ``census_interval``: seconds between task censuses (10).
@@ -93,8 +90,6 @@ class LoopSettings:
 
     stall_threshold: float = 0.25
     live_fail_after: float = 10.0
-    side_host: str = "127.0.0.1"
-    side_port: int | None = None
     limiter_threshold: float = 5.0
     census_interval: float = 10.0
     gil_guard: bool = True
@@ -129,15 +124,12 @@ class LoopSettings:
             raise ConfigError(
                 f"live_fail_after={live:g} must be longer than stall_threshold={threshold:g}"
             )
-        port = pick("side_port", d.side_port)
         burst = pick("report_burst", d.report_burst)
         if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
             raise ConfigError(f"report_burst={burst!r} must be an integer >= 1")
         return cls(
             stall_threshold=threshold,
             live_fail_after=live,
-            side_host=_config.text("side_host", pick("side_host", d.side_host)),
-            side_port=None if port is None else _config.port("side_port", port),
             limiter_threshold=_config.seconds(
                 "limiter_threshold", pick("limiter_threshold", d.limiter_threshold)
             ),
@@ -195,7 +187,6 @@ class LoopWatch:
             ticks=[self.limiter.tick],
         )
         self.metrics.bind(self.heartbeat.age, self.limiter.stats)
-        self.side_port: SidePort | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tasks: dict[str, Any] | None = None
 
@@ -242,10 +233,6 @@ class LoopWatch:
             return None
         age = self.heartbeat.age()
         return age if age >= self.settings.stall_threshold else None
-
-    def loop_state(self) -> tuple[asyncio.AbstractEventLoop | None, float | None]:
-        """The watched loop and how long it has been frozen (for the side port)."""
-        return self._loop, self.frozen_for()
 
     def liveness(self) -> NotAlive | None:
         """Not alive once the loop has been frozen longer than ``live_fail_after``."""
@@ -361,8 +348,6 @@ def attach(
     *,
     stall_threshold: float = _UNSET,
     live_fail_after: float = _UNSET,
-    side_host: str = _UNSET,
-    side_port: int | None = _UNSET,
     limiter_threshold: float = _UNSET,
     census_interval: float = _UNSET,
     gil_guard: bool = _UNSET,
@@ -373,7 +358,7 @@ def attach(
 
     Registers: the liveness condition ``event-loop``; the dumps ``stalls``, ``threads``,
     ``tasks`` and ``limiter``; the metrics on ``signs.registry``; the components
-    ``loop-watch`` and, when a side port is set, ``side-port``. Options not given come
+    ``loop-watch``. Options not given come
     from ``signs.settings`` (see :class:`LoopSettings`). Raises
     :class:`~lifesigns.errors.ConfigError` for a bad value, and ``RuntimeError`` if the
     lifespan is already running.
@@ -382,8 +367,6 @@ def attach(
         signs.settings,
         stall_threshold=stall_threshold,
         live_fail_after=live_fail_after,
-        side_host=side_host,
-        side_port=side_port,
         limiter_threshold=limiter_threshold,
         census_interval=census_interval,
         gil_guard=gil_guard,
@@ -397,9 +380,4 @@ def attach(
     signs.add_dump("threads", watch.threads_dump)
     signs.add_dump("tasks", watch.tasks_dump)
     signs.add_dump("limiter", watch.limiter_dump)
-    if settings.side_port is not None:
-        watch.side_port = SidePort(
-            signs, settings.side_host, settings.side_port, loop_state=watch.loop_state
-        )
-        signs.add_component(watch.side_port)
     return watch
