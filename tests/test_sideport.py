@@ -25,6 +25,7 @@ from starlette.testclient import TestClient
 
 from lifesigns import Lifesigns
 from lifesigns.sideport import quiet_reason
+from tests.support import StartUvicorn
 from tests.support.servers import REPO_ROOT, free_port
 
 TOKEN = "sideport-test-token-0123456789"
@@ -218,3 +219,20 @@ def test_fastapi_run_with_four_workers_shares_one_side_port_without_a_crash(
     # 5 s ping timeout) before it starts serving; no worker may die once it has started.
     died = set(re.findall(r"Child process \[(\d+)\] died", text))
     assert not died & started, text
+
+
+@pytest.mark.slow
+def test_a_reloaders_worker_leaves_the_environments_side_port_unbound(
+    uvicorn_process: StartUvicorn,
+) -> None:
+    side = free_port()
+    server = uvicorn_process(
+        "tests.apps.probes:app",
+        env={"LIFESIGNS_SIDE_PORT": str(side), "PROBES_EXPOSE": "probes"},
+        extra_args=["--reload", "--reload-dir", str(REPO_ROOT / "tests" / "apps")],
+    )
+    server.wait_for_log(r"lifesigns side port not bound: a reloader runs this worker", 20)
+    assert httpx.get(f"{server.url}/livez", timeout=5).status_code == 200
+    with pytest.raises(httpx.ConnectError):
+        httpx.get(f"http://127.0.0.1:{side}/livez", timeout=2)
+    assert "side port listening" not in server.log_text()
