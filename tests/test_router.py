@@ -6,11 +6,13 @@ import asyncio
 import logging
 import threading
 import time
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import AsyncIterator, Collection, Iterator
+from dataclasses import dataclass
 from typing import Any
 
 import httpx
 import pytest
+from prometheus_client import CollectorRegistry
 from starlette.applications import Starlette
 from starlette.requests import Request
 from starlette.responses import PlainTextResponse
@@ -18,9 +20,11 @@ from starlette.routing import Route
 
 from lifesigns import Lifesigns
 from lifesigns._config import Settings
+from lifesigns._secrets import SecretRedactor
 from lifesigns.errors import ConfigError
-from lifesigns.health import Phase
+from lifesigns.health import Lifecycle, Phase, ProbeResult, Status
 from lifesigns.host import Host
+from lifesigns.metrics import CoreMetrics
 from lifesigns.router import LoopBridge, ProbeRouter
 
 TOKEN = "router-test-token-0123456789"
@@ -206,3 +210,61 @@ async def test_an_application_route_on_a_probe_path_wins_and_is_named_in_a_warni
     probe = await client.get("/lifesigns/health")
     assert probe.headers["content-type"] == "application/health+json"
     assert not [r for r in caplog.records if "own route" in r.getMessage()]
+
+
+class WorkersSource:
+    """A probe source without in-process ``Probes``, as the agent process will have."""
+
+    budget = 0.5
+    last_readiness = None
+
+    def liveness(self) -> ProbeResult:
+        return ProbeResult("livez", Status.PASS, "2 of 2 workers beat")
+
+    def startup(self) -> ProbeResult:
+        return ProbeResult("startupz", Status.PASS, "workers started")
+
+    async def readiness(
+        self, exclude: Collection[str] = (), only: str | None = None
+    ) -> ProbeResult:
+        return ProbeResult("readyz", Status.FAIL, "1 of 2 workers ready", public_reason="1/2")
+
+    async def health(self, exclude: Collection[str] = ()) -> ProbeResult:
+        return ProbeResult("health", Status.PASS, "ok")
+
+
+@dataclass
+class AgentHost:
+    """Everything :class:`RouterHost` asks for, built without a ``Lifesigns`` or a ``Host``."""
+
+    settings: Settings
+    probes: WorkersSource
+    lifecycle: Lifecycle
+    redactor: SecretRedactor
+    metrics: CoreMetrics
+    registry: CollectorRegistry
+    dumps: dict[str, Any]
+
+    def is_authorized(self, authorization: str | None) -> bool:
+        return authorization == f"Bearer {TOKEN}"
+
+
+async def test_the_router_serves_a_source_other_than_the_in_process_probes() -> None:
+    registry = CollectorRegistry()
+    host = AgentHost(
+        settings=Settings(token=TOKEN, prefix="/agent"),
+        probes=WorkersSource(),
+        lifecycle=Lifecycle(),
+        redactor=SecretRedactor([TOKEN]),
+        metrics=CoreMetrics(registry, "agent", None),
+        registry=registry,
+        dumps={"workers": lambda: {"workers": [1, 2], "token": TOKEN}},
+    )
+    router = ProbeRouter(host)
+    assert router.handle("GET", "/agent/livez", "verbose").text == (
+        "[+]livez ok\nlivez check passed\n"
+    )
+    ready = await router.handle_async("GET", "/agent/readyz", "", {})
+    assert ready.status == 503 and "1/2, reason withheld" in ready.text
+    dump = await router.handle_async("GET", "/agent/debug/workers", "", AUTH)
+    assert dump.status == 200 and TOKEN not in dump.text and '"workers"' in dump.text
