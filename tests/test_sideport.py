@@ -14,6 +14,7 @@ import socket
 import struct
 import subprocess
 import sys
+import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
@@ -236,3 +237,36 @@ def test_a_reloaders_worker_leaves_the_environments_side_port_unbound(
     with pytest.raises(httpx.ConnectError):
         httpx.get(f"http://127.0.0.1:{side}/livez", timeout=2)
     assert "side port listening" not in server.log_text()
+
+
+@pytest.mark.slow
+def test_side_port_readiness_answers_at_once_from_the_last_result_while_the_loop_is_frozen(
+    uvicorn_process: StartUvicorn,
+) -> None:
+    server = uvicorn_process("tests.apps.stalls:app", env={"STALLS_LIVE_FAIL_AFTER": "30"})
+    side = server.wait_for_log(r"lifesigns side port listening on (http://\S+)", 10).group(1)
+    assert httpx.get(f"{side}/readyz", timeout=5).status_code == 200
+    frozen = threading.Thread(
+        target=lambda: httpx.get(f"{server.url}/sleep/4", timeout=30), daemon=True
+    )
+    frozen.start()
+    answers: list[tuple[float, int, str, str | None]] = []
+    deadline = time.monotonic() + 3.0
+    with httpx.Client(base_url=side, timeout=5) as client:
+        while time.monotonic() < deadline and frozen.is_alive():
+            t0 = time.monotonic()
+            r = client.get("/readyz")
+            answers.append(
+                (time.monotonic() - t0, r.status_code, r.text, r.headers.get("x-lifesigns-stale"))
+            )
+            time.sleep(0.1)
+        assert client.get("/livez").status_code == 200  # frozen, but not past live_fail_after
+    frozen.join(30)
+    stale = [a for a in answers if a[1] == 503]
+    assert len(stale) >= 5, answers
+    # The loop layer says the loop is frozen: no answer waits out the probe budget (1.3 s);
+    # the first may wait for the stall threshold (0.25 s), the others answer at once.
+    took = sorted(a[0] for a in stale)
+    assert took[-1] < 1.0 and took[len(took) // 2] < 0.2, took
+    assert all(a[2].startswith("[-]event loop stalled ") and a[3] == "true" for a in stale)
+    assert "last result (stale, " in stale[-1][2]

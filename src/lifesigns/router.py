@@ -233,6 +233,8 @@ class LoopUnavailable(Exception):
         )
 
 
+_SLICE = 0.05
+
 FrozenFor = Callable[[], float | None]
 """Seconds the loop has been frozen past the stall threshold, else ``None`` (thread-safe)."""
 
@@ -286,15 +288,23 @@ class LoopBridge:
         if frozen is not None:
             raise LoopUnavailable(frozen)
         submitted = time.monotonic()
+        end = submitted + timeout
         future = asyncio.run_coroutine_threadsafe(make(), loop)
         try:
-            return future.result(timeout=timeout)
-        except concurrent.futures.TimeoutError:
-            with self._lock:
-                self._pending = (submitted, future)
-            raise LoopUnavailable(self.frozen_for()) from None
+            # In slices: a loop that freezes while we wait is given up on as soon as the
+            # loop layer says so, not at the end of the budget.
+            while True:
+                try:
+                    return future.result(timeout=max(0.0, min(_SLICE, end - time.monotonic())))
+                except concurrent.futures.TimeoutError:
+                    hint = self._frozen_for() if self._frozen_for is not None else None
+                    if hint is not None or time.monotonic() >= end:
+                        break
         except concurrent.futures.CancelledError:
             raise LoopUnavailable(self.frozen_for()) from None
+        with self._lock:
+            self._pending = (submitted, future)
+        raise LoopUnavailable(self.frozen_for())
 
 
 # -- requests ------------------------------------------------------------------------
