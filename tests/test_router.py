@@ -145,6 +145,11 @@ def test_expose_refuses_an_unknown_surface_naming_it() -> None:
     assert Lifesigns(expose="all").settings.expose == {"probes", "metrics", "debug"}
     assert Lifesigns(expose=["metrics"]).settings.expose == {"metrics"}
     assert Lifesigns(expose="none").settings.expose == frozenset()
+    from_env = Settings.from_arguments({}, env={"LIFESIGNS_EXPOSE": "probes, metrics"})
+    assert from_env.expose == {"probes", "metrics"}
+    with pytest.raises(ConfigError, match="LIFESIGNS_EXPOSE='everything'"):
+        Settings.from_arguments({}, env={"LIFESIGNS_EXPOSE": "everything"})
+    assert Settings().expose == {"probes"}
 
 
 def app_with(signs: Lifesigns, *routes: Route) -> Starlette:
