@@ -15,7 +15,7 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _config
-from ..errors import ConfigError, Degraded
+from ..errors import ConfigError, Degraded, TaskFailed
 from .census import StrayTask, stray_tasks
 from .metrics import TaskMetrics
 from .periodic import PeriodicRunner
@@ -32,10 +32,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CHECK_PREFIX = "task."
 """Each task's health check is named ``task.<name>``."""
-
-
-class TaskFailed(Exception):
-    """A task exceeded its restart intensity and was given up (its check fails)."""
 
 
 class Supervisor:
