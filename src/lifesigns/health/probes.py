@@ -11,7 +11,7 @@ import time
 from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
-from ..errors import UnknownCheckError
+from ..errors import UnknownCheckError as UnknownCheckError  # re-exported: its old home
 from .check import CheckResult
 from .lifecycle import Lifecycle, Phase, StepState
 from .registry import CheckRegistry

@@ -15,7 +15,8 @@ from collections.abc import Callable, Mapping
 from typing import TYPE_CHECKING, Any, TypeVar
 
 from .. import _config
-from ..errors import ConfigError, Degraded, TaskFailed
+from ..errors import ConfigError, Degraded
+from ..errors import TaskFailed as TaskFailed  # re-exported: its old home
 from .census import StrayTask, stray_tasks
 from .metrics import TaskMetrics
 from .periodic import PeriodicRunner
