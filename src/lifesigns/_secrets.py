@@ -26,17 +26,18 @@ What is masked, with ``***`` in place of the secret:
 What cannot be masked without knowing the secret: a raw URL password with white space, or
 with both ``/`` and ``?`` (no parser reads those as one password). Register such secrets.
 
-Standard library only, and cheap to import: ``lifesigns probe`` imports this module.
+Standard library only, and cheap to import: ``lifesigns probe`` imports this module, so
+the regular expressions are compiled (and :mod:`re` imported) only when a text holds
+something that could be a secret.
 """
 
 from __future__ import annotations
 
-import re
-import threading
-import urllib.parse
+import _thread
 
 TYPE_CHECKING = False
 if TYPE_CHECKING:
+    import re
     from collections.abc import Iterable
 
 MASK = "***"
@@ -45,33 +46,55 @@ MIN_SECRET_LENGTH = 3
 """Registered secrets shorter than this are ignored: replacing every ``ab`` in a message
 would mangle it while hiding almost nothing."""
 
-# scheme://user:   (the password, if any, starts right after; the user may hold "@",
-# as in Azure's "user@server"; "[" and "]" are excluded so "http://[::1]:80" is a host)
-_URL_HEAD = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#\[\]]*:")
-_WHITESPACE = re.compile(r"\s")
-
 _SECRET_KEY = r"[\w.\-]*?(?:password|passwd|pwd|secret|token|api[_\-]?key)"  # noqa: S105
+# Cheap tests (no regular expression) that a text may hold a secret key.
+_KEY_WORDS = ("passw", "pwd", "secret", "token", "apikey", "api_key", "api-key")
 _SINGLE_QUOTED = r"'(?:[^'\\]|\\.)*(?:'|\Z)"
 _QUOTED = _SINGLE_QUOTED + r"|\"(?:[^\"\\]|\\.)*(?:\"|\Z)"
 
-# key=value: libpq keywords (only "'" quotes there), query strings, keyword arguments'
-# reprs. The key must start the text or follow a separator, so "u:pwd=x@db" (a URL
-# password that happens to hold "pwd=") is left to the URL rule.
-_KEYWORD = re.compile(
-    rf"(?:^|(?<=[\s?&;,(\[{{'\"]))(?P<key>{_SECRET_KEY})(?P<eq>[ \t]*=[ \t]*)"
-    rf"(?P<value>{_SINGLE_QUOTED}|\S+)",
-    re.IGNORECASE | re.DOTALL,
-)
-_CLOSED = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
-_QUERY_VALUE = re.compile(r"[^&#\s]+")
-_DOUBLE_QUOTED = re.compile(r"\"(?:[^\"\\]|\\.)*(?:\"|\Z)", re.DOTALL)
-# "key": value, as in JSON or the repr of a dict
-_QUOTED_KEY = re.compile(
-    rf"(?P<q>['\"])(?P<key>{_SECRET_KEY})(?P=q)(?P<sep>\s*:\s*)(?P<value>{_QUOTED}|[^\s,}}\]]+)",
-    re.IGNORECASE | re.DOTALL,
-)
-_AUTH_HEADER = re.compile(r"\b(?P<scheme>Bearer|Basic)(?P<sp>[ \t]+)[A-Za-z0-9._~+/=\-]{3,}")
-_SECRET_KEY_NAME = re.compile(rf"{_SECRET_KEY}\Z", re.IGNORECASE)
+
+class _Patterns:
+    """The regular expressions of the masker, compiled on first use."""
+
+    def __init__(self) -> None:
+        import re
+
+        flags = re.IGNORECASE | re.DOTALL
+        # scheme://user:   (the password, if any, starts right after; the user may hold
+        # "@", as in Azure's "user@server"; "[" and "]" are excluded so "http://[::1]:80"
+        # is a host)
+        self.url_head = re.compile(r"\b[A-Za-z][A-Za-z0-9+.\-]*://[^\s:/?#\[\]]*:")
+        self.whitespace = re.compile(r"\s")
+        # key=value: libpq keywords (only "'" quotes there), query strings, keyword
+        # arguments' reprs. The key starts the text or follows a separator, so
+        # "u:pwd=x@db" (a URL password that happens to hold "pwd=") is left to the URL rule.
+        self.keyword = re.compile(
+            rf"(?:^|(?<=[\s?&;,(\[{{'\"]))(?P<key>{_SECRET_KEY})(?P<eq>[ \t]*=[ \t]*)"
+            rf"(?P<value>{_SINGLE_QUOTED}|\S+)",
+            flags,
+        )
+        self.closed = re.compile(r"'(?:[^'\\]|\\.)*'|\"(?:[^\"\\]|\\.)*\"", re.DOTALL)
+        self.query_value = re.compile(r"[^&#\s]+")
+        self.double_quoted = re.compile(r"\"(?:[^\"\\]|\\.)*(?:\"|\Z)", re.DOTALL)
+        # "key": value, as in JSON or the repr of a dict
+        self.quoted_key = re.compile(
+            rf"(?P<q>['\"])(?P<key>{_SECRET_KEY})(?P=q)(?P<sep>\s*:\s*)"
+            rf"(?P<value>{_QUOTED}|[^\s,}}\]]+)",
+            flags,
+        )
+        self.auth_header = re.compile(
+            r"\b(?P<scheme>Bearer|Basic)(?P<sp>[ \t]+)[A-Za-z0-9._~+/=\-]{3,}"
+        )
+        self.key_name = re.compile(rf"{_SECRET_KEY}\Z", re.IGNORECASE)
+
+
+_compiled: list[_Patterns] = []
+
+
+def _patterns() -> _Patterns:
+    if not _compiled:
+        _compiled.append(_Patterns())
+    return _compiled[0]
 
 
 def _userinfo_end(text: str, start: int) -> int:
@@ -81,7 +104,7 @@ def _userinfo_end(text: str, start: int) -> int:
     fragment (a raw ``/`` in the password, as SQLAlchemy reads it) and the last ``@``
     before the path (a raw ``?`` or ``#``, as libpq reads it).
     """
-    space = _WHITESPACE.search(text, start)
+    space = _patterns().whitespace.search(text, start)
     segment = text[start : space.start() if space else len(text)]
     if "@" not in segment:
         return -1
@@ -95,7 +118,8 @@ def _userinfo_end(text: str, start: int) -> int:
 def _mask_url_passwords(text: str) -> str:
     parts: list[str] = []
     pos = 0
-    while (head := _URL_HEAD.search(text, pos)) is not None:
+    url_head = _patterns().url_head
+    while (head := url_head.search(text, pos)) is not None:
         start = head.end()
         end = _userinfo_end(text, start)
         parts.append(text[pos:start])
@@ -109,28 +133,31 @@ def _mask_url_passwords(text: str) -> str:
 def _masked_value(value: str) -> str:
     if value[:1] in ("'", '"'):
         quote = value[0]
-        closed = _CLOSED.fullmatch(value) is not None
+        closed = _patterns().closed.fullmatch(value) is not None
         return quote + MASK + (quote if closed else "")
     return MASK
 
 
 def _mask_keywords(text: str) -> str:
+    patterns = _patterns()
     parts: list[str] = []
     pos = 0
-    while (match := _KEYWORD.search(text, pos)) is not None:
+    while (match := patterns.keyword.search(text, pos)) is not None:
         start, value_start = match.start(), match.start("value")
         value = match["value"]
         in_query = start > 0 and text[start - 1] in "?&;"
         if in_query:  # quotes mean nothing here; the value ends at "&", "#" or a space
-            value = _QUERY_VALUE.match(text, value_start).group()  # type: ignore[union-attr]
+            word = patterns.query_value.match(text, value_start)
+            value = word.group() if word is not None else ""
         elif value.startswith('"'):
             # password="it's x" (a repr) or password="ab"cd (libpq, unquoted): mask the
             # longer of the quoted string and the word, whichever this is.
-            quoted = _DOUBLE_QUOTED.match(text, value_start)
+            quoted = patterns.double_quoted.match(text, value_start)
             if quoted is not None and quoted.end() > match.end():
                 value = quoted.group()
         parts.append(text[pos:value_start])
-        parts.append(MASK if in_query else _masked_value(value))
+        if value:
+            parts.append(MASK if in_query else _masked_value(value))
         pos = value_start + len(value)
     parts.append(text[pos:])
     return "".join(parts)
@@ -148,15 +175,18 @@ def mask_secrets(text: str) -> str:
     keyword secrets, HTTP credentials. Secrets in no known form need a
     :class:`SecretRedactor` that knows them.
     """
-    # Keywords first: "db:5432?password=p@ss" must not look like a userinfo ending at "@".
-    if "=" in text:
-        text = _mask_keywords(text)
-    if ":" in text:
-        text = _QUOTED_KEY.sub(_quoted_key, text)
-    if "://" in text:
+    lowered = text.lower()
+    if any(word in lowered for word in _KEY_WORDS):
+        # Keywords first: "db:5432?password=p@ss" must not look like a userinfo ending
+        # at that "@".
+        if "=" in text:
+            text = _mask_keywords(text)
+        if ":" in text:
+            text = _patterns().quoted_key.sub(_quoted_key, text)
+    if "://" in text and "@" in text:
         text = _mask_url_passwords(text)
     if "Bearer" in text or "Basic" in text:
-        text = _AUTH_HEADER.sub(lambda m: m["scheme"] + m["sp"] + MASK, text)
+        text = _patterns().auth_header.sub(lambda m: m["scheme"] + m["sp"] + MASK, text)
     return text
 
 
@@ -174,7 +204,7 @@ def mask_url(url: object) -> str:
 
 def is_secret_key(name: str) -> bool:
     """Whether a field called ``name`` holds a secret (``password``, ``api_key``, ...)."""
-    return _SECRET_KEY_NAME.match(name) is not None
+    return _patterns().key_name.match(name) is not None
 
 
 def tokens_match(given: str | None, expected: str | None) -> bool:
@@ -189,26 +219,43 @@ def tokens_match(given: str | None, expected: str | None) -> bool:
     return hmac.compare_digest(given.encode(), expected.encode())
 
 
+_UNRESERVED = frozenset("ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789_.-~")
+
+
+def percent_encode(text: str, safe: str = "", plus: bool = False) -> str:
+    """``text`` percent-encoded as UTF-8, as :func:`urllib.parse.quote` (or ``quote_plus``)
+    does, without importing :mod:`urllib.parse`."""
+    out = []
+    for ch in text:
+        if ch in _UNRESERVED or ch in safe:
+            out.append(ch)
+        elif plus and ch == " ":
+            out.append("+")
+        else:
+            out.extend(f"%{byte:02X}" for byte in ch.encode("utf-8", "surrogatepass"))
+    return "".join(out)
+
+
+def _lower_hex(text: str) -> str:
+    parts = text.split("%")
+    return parts[0] + "".join("%" + p[:2].lower() + p[2:] for p in parts[1:])
+
+
 def _spellings(secret: str) -> set[str]:
     """The ways ``secret`` can appear in text: as given, percent-encoded, repr-escaped."""
+    encoded = {
+        percent_encode(secret),
+        percent_encode(secret, safe="/"),
+        percent_encode(secret, plus=True),
+    }
     forms = {
         secret,
-        urllib.parse.quote(secret, safe=""),
-        urllib.parse.quote(secret),
-        urllib.parse.quote_plus(secret, safe=""),
+        *encoded,
+        *(_lower_hex(form) for form in encoded),  # "%2F" and "%2f" are the same byte
         repr(secret)[1:-1],
         secret.encode("unicode_escape").decode("ascii"),
     }
     return {form for form in forms if len(form) >= MIN_SECRET_LENGTH}
-
-
-def _pattern_of(form: str) -> str:
-    # "%2F" and "%2f" are the same byte: match percent escapes in either case.
-    return re.sub(
-        r"%([0-9A-F])([0-9A-F])",
-        lambda m: "%" + "".join(f"[{c}{c.lower()}]" if c.isalpha() else c for c in m.groups()),
-        re.escape(form),
-    )
 
 
 class SecretRedactor:
@@ -219,10 +266,10 @@ class SecretRedactor:
     before they reach a log, a metric label or a response.
     """
 
-    def __init__(self, secrets: Iterable[str] = ()) -> None:
-        self._lock = threading.Lock()
+    def __init__(self, secrets: Iterable[str | None] = ()) -> None:
+        self._lock = _thread.allocate_lock()
         self._secrets: frozenset[str] = frozenset()
-        self._pattern: re.Pattern[str] | None = None
+        self._forms: tuple[str, ...] = ()
         for secret in secrets:
             self.add(secret)
 
@@ -236,8 +283,7 @@ class SecretRedactor:
             self._secrets |= {secret}
             forms = set().union(*(_spellings(s) for s in self._secrets))
             # Longest first, so a secret that contains another is replaced whole.
-            ordered = sorted(forms, key=lambda f: (-len(f), f))
-            self._pattern = re.compile("|".join(_pattern_of(f) for f in ordered))
+            self._forms = tuple(sorted(forms, key=lambda f: (-len(f), f)))
 
     def redact(self, text: str) -> str:
         """Return ``text`` with registered secrets and every known secret form masked.
@@ -277,7 +323,7 @@ class SecretRedactor:
         return data
 
     def _redact_text(self, text: str) -> str:
-        pattern = self._pattern
-        if pattern is not None:
-            text = pattern.sub(MASK, text)
+        for form in self._forms:
+            if form in text:
+                text = text.replace(form, MASK)
         return mask_secrets(text)
