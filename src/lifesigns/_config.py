@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
+from ._logging import log_format
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -181,6 +182,7 @@ class Settings:
     deadline: float | None = None
     watchdog: bool = True
     memory: bool = True
+    log_format: str = "text"  # why: lifesigns._logging docstring
 
     def __repr__(self) -> str:
         shown = []
@@ -264,6 +266,7 @@ _OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "drain_delay": (seconds, {"allow_zero": True, "maximum": 3600.0}),
     "termination_grace": (seconds, {"maximum": 86_400.0}),
     "deadline": (_optional_seconds, {}),
+    "log_format": (log_format, {}),
 }
 """Every option but ``paths``: its validator and the validator's bounds.
 

@@ -110,6 +110,8 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+    * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
+      when nothing else shows its logs (see :mod:`lifesigns._logging`).
     """
 
     def __init__(
@@ -135,6 +137,7 @@ class Lifesigns:
         deadline: float | object | None = UNSET,
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
+        log_format: str | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -158,6 +161,7 @@ class Lifesigns:
                 "deadline": deadline,
                 "watchdog": watchdog,
                 "memory": memory,
+                "log_format": log_format,
             }
         )
         self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
@@ -477,6 +481,9 @@ class Lifesigns:
         """Start every part, then wait for dependencies in the background."""
         if self._running or (self._startup_task and not self._startup_task.done()):
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        from ._logging import ensure_handler
+
+        ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
         for component in self._components:
