@@ -146,9 +146,10 @@ def test_log_format_option_and_environment() -> None:
     env = {"LIFESIGNS_LOG_FORMAT": "JSON"}
     assert Settings.from_arguments({}, env=env).log_format == "json"
     assert Settings.from_arguments({"log_format": "text"}, env=env).log_format == "text"
-    with pytest.raises(ConfigError, match=r"log_format='xml' is not a log format; allowed: 'text'"):
+    allowed = r"log_format='xml' is not allowed; allowed: `'text'` or `'json'`"
+    with pytest.raises(ConfigError, match=allowed):
         Settings.from_arguments({"log_format": "xml"}, env={})
-    with pytest.raises(ConfigError, match=r"LIFESIGNS_LOG_FORMAT='yaml'"):
+    with pytest.raises(ConfigError, match=r"LIFESIGNS_LOG_FORMAT='yaml' is not allowed"):
         Settings.from_arguments({}, env={"LIFESIGNS_LOG_FORMAT": "yaml"})
 
 

@@ -14,14 +14,16 @@ TYPE_CHECKING = False
 if TYPE_CHECKING:  # the names below, for type checkers; loaded lazily at run time
     from typing import Any
 
-    from .core import Component, Lifesigns
+    from .core import Lifesigns
     from .errors import ConfigError, Degraded, LifesignsError, StartupError
     from .health import Check, CheckResult, ProbeResult, Status
+    from .host import Component, Host
     from .http import LifesignsMiddleware
 
 _EXPORTS = {
     "Lifesigns": "core",
-    "Component": "core",
+    "Component": "host",
+    "Host": "host",
     "ConfigError": "errors",
     "Degraded": "errors",
     "LifesignsError": "errors",
@@ -39,6 +41,7 @@ __all__ = [
     "Component",
     "ConfigError",
     "Degraded",
+    "Host",
     "Lifesigns",
     "LifesignsError",
     "LifesignsMiddleware",

@@ -120,15 +120,12 @@ class JsonFormatter(logging.Formatter):
         return json.dumps(cleaned, default=str, ensure_ascii=False)
 
 
-def log_format(name: str, value: object, *, from_env: bool = False) -> str:
-    """Validate ``log_format`` (the settings table's validator): ``"text"`` or ``"json"``."""
-    from .errors import ConfigError
+def _checked_format(value: object) -> str:
+    if value not in LOG_FORMATS:
+        from .errors import ConfigError
 
-    chosen = value.strip().lower() if isinstance(value, str) else value
-    if chosen not in LOG_FORMATS:
-        where = f"LIFESIGNS_{name.upper()}" if from_env else name
-        raise ConfigError(f"{where}={value!r} is not a log format; allowed: 'text' or 'json'")
-    return str(chosen)
+        raise ConfigError(f"log_format={value!r} is not allowed; allowed: 'text' or 'json'")
+    return str(value)
 
 
 def _shown_by_existing_handlers(logger: logging.Logger) -> bool:
@@ -166,7 +163,7 @@ def ensure_handler(fmt: str = "text") -> FallbackHandler | None:
     by the application or the server. ``fmt`` is ``"text"`` or ``"json"``; with the
     handler already there, the format is switched to ``fmt``.
     """
-    fmt = log_format("log_format", fmt)
+    fmt = _checked_format(fmt)
     logger = logging.getLogger(LOGGER)
     with _lock:
         if logger.disabled:

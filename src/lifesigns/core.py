@@ -5,59 +5,35 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
-import re
 import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
-from prometheus_client import CollectorRegistry
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _config
 from ._config import UNSET, Settings
-from ._secrets import SecretRedactor, tokens_match
 from .db.engine import WatchedEngine
 from .errors import ConfigError, StartupError
-from .health import Check, CheckFunction, CheckRegistry, CheckRunner, Lifecycle, Phase, Probes
+from .health import Check, CheckFunction, Phase
 from .health.check import CheckResult
 from .health.lifecycle import StepState
 from .health.status import Status
+from .host import Component, Dump, Host
 from .http.requests import RequestTracker
-from .metrics import CoreMetrics
 from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
     from .db.bulkhead import Bulkhead
+    from .tasks import Supervisor
 
 logger = logging.getLogger("lifesigns")
 
 F = TypeVar("F", bound=Callable[..., Any])
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
-Dump = Callable[[], Mapping[str, Any]]
-"""Produces a token-protected debug dump as JSON-ready data.
-
-Called from whichever thread serves it (the side port's, or the event loop's): it must be
-quick, must not await, and must not take a lock the loop thread may hold.
-"""
-
-_DUMP_NAME = re.compile(r"^[a-z][a-z0-9_-]{0,31}$")
-
-
-class Component(Protocol):
-    """A part with a lifetime (a watchdog thread, a side-port server, a supervisor).
-
-    ``start`` runs on the event loop at the start of the lifespan; ``stop`` at its end,
-    bounded by the grace period.
-    """
-
-    name: str
-
-    async def start(self) -> None: ...
-
-    async def stop(self) -> None: ...
 
 
 class _StartupStepFn(Protocol):
@@ -112,6 +88,15 @@ class Lifesigns:
       :mod:`lifesigns.memory`).
     * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
       when nothing else shows its logs (see :mod:`lifesigns._logging`).
+
+    The layers' other options (``census_interval``, ``memory_interval``,
+    ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
+    layer's own ``attach``; every option, its limits and its doc line are in one table,
+    :data:`lifesigns._config.OPTIONS` (the README's option reference).
+
+    It is the assembler: it builds a :class:`~lifesigns.host.Host` (``signs.host``) and
+    attaches each layer to it, handing over what one layer needs of another; no layer
+    imports this module.
     """
 
     def __init__(
@@ -164,37 +149,50 @@ class Lifesigns:
                 "log_format": log_format,
             }
         )
-        self.redactor = SecretRedactor([self.settings.token] if self.settings.token else [])
-        self.registry = CollectorRegistry(auto_describe=True)
-        self.metrics = CoreMetrics(self.registry, self.settings.service, self.settings.version)
-        self.checks = CheckRegistry()
-        self.lifecycle = Lifecycle()
-        self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
-        self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
-        self.requests = RequestTracker()
-        self._dumps: dict[str, Dump] = {}
+        self.host = Host(self.settings, requests=RequestTracker())
+        host = self.host
+        # The host's registries, under the names users and the edge already know.
+        self.redactor = host.redactor
+        self.registry = host.registry
+        self.metrics = host.metrics
+        self.checks = host.checks
+        self.lifecycle = host.lifecycle
+        self.runner = host.runner
+        self.probes = host.probes
+        self.requests: RequestTracker = host.requests  # type: ignore[assignment]
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []
-        self._components: list[Component] = []
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
         self._attach_layers()
 
     def _attach_layers(self) -> None:
-        # The loop layer first: it starts first and stops last, so it sees the whole
-        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        # The assembler: each layer registers on the host and knows no other layer; what
+        # one needs of another is handed over here. The loop layer first: it starts first
+        # and stops last, so it sees the whole lifespan, shutdown stalls included.
+        # Nothing here starts anything yet.
         from . import drain, memory
         from .http import inflight
 
+        host = self.host
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(self)
-        inflight.attach(self)
-        drain.attach(self)
+            loop.attach(host)
+        inflight.attach(host)
+        drain.attach(
+            host,
+            supervisor=lambda: cast("Supervisor | None", host.find_layer("tasks")),
+            engines=lambda: self._engines,
+        )
         if self.settings.memory:
-            memory.attach(self)
+            memory.attach(host)
+
+    def _tasks(self) -> Supervisor:
+        from . import tasks
+
+        return tasks.attach(self.host)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -248,19 +246,16 @@ class Lifesigns:
         ``critical=False`` checks never fail readiness; they turn ``/health`` to ``warn``.
         A second check with a taken name raises :class:`~lifesigns.errors.ConfigError`.
         """
-        s = self.settings
 
         def register(fn: CheckFunction) -> Check:
-            return self.checks.add(
-                Check(
-                    name=name,
-                    func=fn,
-                    timeout=s.check_timeout if timeout is None else timeout,
-                    critical=critical,
-                    pass_ttl=s.pass_ttl if pass_ttl is None else pass_ttl,
-                    fail_ttl=s.fail_ttl if fail_ttl is None else fail_ttl,
-                    component_type=component_type,
-                )
+            return self.host.add_check(
+                name,
+                fn,
+                timeout=timeout,
+                critical=critical,
+                pass_ttl=pass_ttl,
+                fail_ttl=fail_ttl,
+                component_type=component_type,
             )
 
         if func is not None:
@@ -304,12 +299,14 @@ class Lifesigns:
             )
         s = self.settings
         chosen_timeout = (
-            s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
+            s.check_timeout
+            if timeout is None
+            else _config.option("check_timeout").parse(timeout, given_as="timeout")
         )
         deadline = (
             s.startup_deadline
             if startup_deadline is None
-            else _config.seconds("startup_deadline", startup_deadline)
+            else _config.option("startup_deadline").parse(startup_deadline)
         )
         watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
         if forensics:
@@ -366,7 +363,7 @@ class Lifesigns:
         Steps run in order once every dependency answers, each within ``timeout``
         seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
         """
-        chosen = _config.seconds("timeout", timeout)
+        chosen = _config.option("startup_deadline").parse(timeout, given_as="timeout")
         if any(n == name for n, _, _ in self._startup_steps) or any(
             d.name == name for d, _ in self._dependencies
         ):
@@ -380,18 +377,12 @@ class Lifesigns:
 
     def add_dump(self, name: str, producer: Dump) -> None:
         """Serve ``producer()`` at ``/debug/<name>`` (and on the side port), by token only."""
-        if not _DUMP_NAME.match(name):
-            raise ConfigError(
-                f"dump name {name!r} is not allowed; use up to 32 of a-z, 0-9, '_', '-'"
-            )
-        if name in self._dumps:
-            raise ConfigError(f"a dump named {name!r} already exists")
-        self._dumps[name] = producer
+        self.host.add_dump(name, producer)
 
     @property
     def dumps(self) -> Mapping[str, Dump]:
         """The debug dumps by name."""
-        return dict(self._dumps)
+        return self.host.dumps
 
     def periodic(
         self, every: float, *, timeout: float | None = None, jitter: float = 0.0, **options: Any
@@ -400,24 +391,18 @@ class Lifesigns:
 
         See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+        return self._tasks().periodic(every, timeout=timeout, jitter=jitter, **options)
 
     def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
         """Supervise the decorated long-running ``async def`` with an OTP restart policy.
 
         See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).supervised(restart=restart, **options)
+        return self._tasks().supervised(restart=restart, **options)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
-        if self._running:
-            raise RuntimeError("components must be added before the lifespan starts")
-        self._components.append(component)
+        self.host.add_component(component)
 
     @property
     def engines(self) -> Mapping[str, WatchedEngine]:
@@ -486,11 +471,26 @@ class Lifesigns:
         ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
-        for component in self._components:
+        self._add_side_port()
+        self.host.mark_started()
+        for component in self.host.components:
             await component.start()
             self._running.append(component)
         self._startup_task = asyncio.get_running_loop().create_task(
             self._start_up(), name="lifesigns start-up"
+        )
+
+    def _add_side_port(self) -> None:
+        # The loop layer serves the side port when it is attached; without it (watchdog
+        # off) the assembler adds one, so ``side_port`` never silently does nothing.
+        s = self.settings
+        if s.side_port is None or any(c.name == "side-port" for c in self.host.components):
+            return
+        from .loop.sideport import SidePort
+
+        loop = asyncio.get_running_loop()
+        self.host.add_component(
+            SidePort(self, s.side_host, s.side_port, loop_state=lambda: (loop, None))
         )
 
     async def _start_up(self) -> None:
@@ -575,11 +575,10 @@ class Lifesigns:
             except Exception:
                 logger.exception("%s failed to stop cleanly", component.name)
         self.runner.close()
+        self.host.mark_started(False)
 
     # -- helpers for the edge ---------------------------------------------------------
 
     def is_authorized(self, authorization: str | None) -> bool:
         """Whether an ``Authorization`` header carries the configured bearer token."""
-        if not authorization or not authorization.lower().startswith("bearer "):
-            return False
-        return tokens_match(authorization[7:].strip(), self.settings.token)
+        return self.host.is_authorized(authorization)
