@@ -235,3 +235,25 @@ def test_uvicorn_json_log_format_parses_line_by_line(uvicorn_process) -> None:
     assert "error" in waits[0]["lifesigns"]
     assert waits[1]["lifesigns"]["same_error"] is True
     assert password not in server.log_text()
+
+
+@pytest.mark.slow
+def test_uvicorn_log_config_is_respected(uvicorn_process, tmp_path) -> None:
+    config = {
+        "version": 1,
+        "disable_existing_loggers": False,
+        "formatters": {"app": {"format": "APP %(levelname)s %(name)s | %(message)s"}},
+        "handlers": {"err": {"class": "logging.StreamHandler", "formatter": "app"}},
+        "root": {"handlers": ["err"], "level": "INFO"},
+    }
+    path = tmp_path / "log-config.json"
+    path.write_text(json.dumps(config))
+    url, _ = _down_database()
+    server = uvicorn_process(
+        "tests.apps.no_logging:app",
+        env={"DATABASE_URL": url},
+        extra_args=["--log-config", str(path)],
+    )
+    server.wait_for_log(r"^APP WARNING lifesigns\.startup \| waiting for database", timeout=30)
+    server.wait_for_log(r"^APP INFO lifesigns\.startup \| .*the same error", timeout=30)
+    assert TEXT_LINE.search(server.log_text()) is None  # lifesigns added no handler of its own
