@@ -24,10 +24,11 @@ structured fields of the record (see below) and ``exception`` when there is one.
 
 **Structured fields.** lifesigns passes them as ``extra={"lifesigns": {...}}``: one dict
 under one key, so nothing collides with the ``LogRecord``'s own attributes, with
-snake_case keys and plain JSON values (seconds as floats, sites as ``"path.py:41"``).
-For example the stall report gives ``{"event": "stall", "site": ..., "seconds": ...}``
-and start-up waits ``{"event": "startup_attempt", "dependency": ..., "attempt": ...}``.
-A handler of the application's can read them as ``record.lifesigns``.
+snake_case keys, plain JSON values (seconds as floats, code sites as ``"path.py:41"``)
+and an ``event`` naming the kind of line. Start-up waits give ``{"event":
+"startup_attempt", "dependency": ..., "attempt": ..., "error": ...}``; a stall report
+would give ``{"event": "stall", "site": ..., "request": ...}`` and a pool report its
+holders. A handler of the application's reads them as ``record.lifesigns``.
 
 Every formatted line passes through the secret masker.
 """
