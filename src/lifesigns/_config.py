@@ -700,6 +700,13 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         "db",
         "copies of this process that share the database, for the sizing check",
     ),
+    Option(
+        "log_format",
+        "text",
+        Choice(("text", "json")),
+        "logs",
+        "format of the stderr handler lifesigns adds when nothing else shows its logs",
+    ),
 )
 """The settings table: every option of every layer, in the order the reference shows them.
 
@@ -787,6 +794,7 @@ class Settings:
     server_view: bool = True
     query_timeout: float = 2.0
     replicas: int | None = None
+    log_format: str = "text"  # why: lifesigns._logging docstring
 
     def __repr__(self) -> str:
         shown = []

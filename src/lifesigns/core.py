@@ -89,6 +89,8 @@ class Lifesigns:
     * ``expose``: what the application port serves: ``"probes"`` (the
       default), ``"probes,metrics"``, ``"all"``, ``"none"``; the side port serves
       everything (see :mod:`lifesigns._surfaces`).
+    * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
+      when nothing else shows its logs (see :mod:`lifesigns._logging`).
 
     The layers' other options (``census_interval``, ``memory_interval``,
     ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
@@ -124,6 +126,7 @@ class Lifesigns:
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
         expose: str | Collection[str] | object = UNSET,
+        log_format: str | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -148,6 +151,7 @@ class Lifesigns:
                 "watchdog": watchdog,
                 "memory": memory,
                 "expose": expose,
+                "log_format": log_format,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -484,6 +488,9 @@ class Lifesigns:
         """Start every part, then wait for dependencies in the background."""
         if self._running or (self._startup_task and not self._startup_task.done()):
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        from ._logging import ensure_handler
+
+        ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
         self.host.mark_started()
