@@ -27,6 +27,7 @@ from .health.lifecycle import StepState
 from .health.status import Status
 from .http.requests import RequestTracker
 from .metrics import CoreMetrics
+from .metrics.requests import register_request_metrics
 from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
@@ -168,6 +169,7 @@ class Lifesigns:
         self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
         self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
         self.requests = RequestTracker()
+        register_request_metrics(self.registry, self.requests)
         self._dumps: dict[str, Dump] = {}
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []

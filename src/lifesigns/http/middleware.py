@@ -40,8 +40,8 @@ class LifesignsMiddleware:
         if handler is not None:
             await handler(scope, send)
             return
-        info = self.requests.begin(scope)
+        info = self.requests.begin(scope, receive, send)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, info.receive, info.send)
         finally:
             self.requests.end(info)
