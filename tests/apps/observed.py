@@ -118,7 +118,7 @@ async def db() -> dict[str, int]:
     if engine is None:
         raise HTTPException(status_code=503, detail="no database configured")
     async with reports, engine.connect() as conn:
-        value = (await conn.execute(text("SELECT 1"))).scalar_one()
+        value: int = (await conn.execute(text("SELECT 1"))).scalar_one()
     return {"value": value}
 
 
@@ -149,7 +149,7 @@ app.mount("/tenants/{tenant}", Starlette(routes=[Route("/orders/{order}", order)
 @app.get("/freeze/{seconds}")
 async def freeze(seconds: float) -> dict[str, float]:
     """Blocks the event loop: the incident the loop-stalled alert is for."""
-    time.sleep(seconds)  # noqa: ASYNC251 - the point of this endpoint
+    time.sleep(seconds)  # the point of this endpoint
     return {"froze": seconds}
 
 

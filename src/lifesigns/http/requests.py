@@ -46,7 +46,9 @@ DURATION_BUCKETS = (
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
 )  # fmt: skip
 """Upper bounds (seconds) of the request duration histogram; ``+Inf`` follows."""
-METHODS = frozenset({"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"})
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
 """Methods counted by name; any other counts as ``OTHER``."""
 CLIENT_CLOSED = 499
 """The status recorded for a request whose client left before any response (nginx's 499)."""
@@ -149,20 +151,21 @@ def route_template(scope: MutableMapping[str, Any]) -> str | None:
     for a request no route matched. Works from any thread; never raises.
     """
     route = scope.get("route")
-    if route is None:
-        return None
-    own = _own_template(scope, route)
-    if own is None:
-        return None
     prefix = ""
     if "app_root_path" in scope:  # set by the first Mount a request went through
         root = scope.get("root_path") or ""
         prefix = root[len(scope.get("app_root_path") or "") :]
         if prefix:
             prefix = _template_mount_params(prefix, scope, route)
-            if _is_mount(route):
-                # The mount's own match is in root_path already: only its tail is new.
+            if route is None or _is_mount(route):
+                # Served by a mounted app that does no routing of its own (static files),
+                # or by one that matched nothing: the mount's own match is in root_path.
                 return prefix + "/{path}"
+    if route is None:
+        return None
+    own = _own_template(scope, route)
+    if own is None:
+        return None
     return prefix + own
 
 
@@ -274,7 +277,7 @@ class RequestTracker:
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
         route = scope.get("route")
-        if route is None:
+        if route is None and "app_root_path" not in scope:
             return UNMATCHED
         fastapi_scope = scope.get("fastapi")
         context = (

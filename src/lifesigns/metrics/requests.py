@@ -46,7 +46,7 @@ class RequestCollector(Collector):
 
     def describe(self) -> Iterator[Metric]:
         """The families' names, without reading the tally (for duplicate-name checks)."""
-        return self._families()
+        return iter(self._families())
 
     def collect(self) -> Iterator[Metric]:
         """The families, with one sample per route, method and status class seen."""
@@ -66,9 +66,10 @@ class RequestCollector(Collector):
         for labels, count in sorted(by_class.items()):
             requests.add_metric(list(labels), count)
         for (route, method), row in sorted(by_route.items()):
-            cumulative, running = [], 0.0
-            for count in row[:-1]:
-                running += count
+            cumulative: list[float] = []
+            running = 0.0
+            for in_bucket in row[:-1]:
+                running += in_bucket
                 cumulative.append(running)
             durations.add_metric(
                 [route, method], list(zip(_BOUNDS, cumulative, strict=True)), row[-1]

@@ -1,0 +1,238 @@
+"""Request metrics: counts by full route template and status class, bounded series."""
+
+from __future__ import annotations
+
+import random
+import shutil
+import socket
+import subprocess
+import time
+import uuid
+
+import httpx
+import pytest
+from fastapi import APIRouter, FastAPI
+from prometheus_client.parser import text_string_to_metric_families
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Mount, Route
+from starlette.staticfiles import StaticFiles
+
+from lifesigns import Lifesigns
+from lifesigns.http.requests import UNMATCHED, route_template
+from tests.support import StartUvicorn, UvicornProcess
+
+APP = "tests.apps.observed:app"
+
+
+def samples(text: str, name: str) -> dict[tuple[tuple[str, str], ...], float]:
+    """``{sorted label pairs: value}`` of every sample called ``name`` in ``text``."""
+    found = {}
+    for family in text_string_to_metric_families(text):
+        for sample in family.samples:
+            if sample.name == name:
+                found[tuple(sorted(sample.labels.items()))] = sample.value
+    return found
+
+
+def requests_total(server: UvicornProcess) -> dict[tuple[str, str, str], float]:
+    text = httpx.get(f"{server.url}/metrics", timeout=5).text
+    return {
+        (dict(k)["route"], dict(k)["method"], dict(k)["status_class"]): v
+        for k, v in samples(text, "lifesigns_http_requests_total").items()
+    }
+
+
+def http_series(text: str) -> int:
+    return sum(
+        1
+        for line in text.splitlines()
+        if line.startswith("lifesigns_http_") and not line.startswith("#")
+    )
+
+
+@pytest.fixture
+def observed(uvicorn_process: StartUvicorn) -> UvicornProcess:
+    return uvicorn_process(APP, env={"LIFESIGNS_DEADLINE": "1"})
+
+
+# -- route templates, on real Starlette and FastAPI routing -----------------------------
+
+
+async def _template_of(app: object, path: str) -> str | None:
+    seen: dict[str, str | None] = {}
+
+    async def outer(scope, receive, send):
+        await app(scope, receive, send)  # type: ignore[operator]
+        seen["t"] = route_template(scope)
+
+    transport = httpx.ASGITransport(app=outer)
+    async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+        await client.get(path)
+    return seen["t"]
+
+
+async def test_route_template_carries_every_prefix(tmp_path) -> None:
+    router = APIRouter()
+
+    @router.get("/items/{item_id}")
+    async def item(item_id: int) -> dict[str, int]:
+        return {"id": item_id}
+
+    inner = APIRouter(prefix="/inner")
+
+    @inner.get("/x/{y}")
+    async def xy(y: str) -> dict[str, str]:
+        return {}
+
+    router.include_router(inner)
+    app = FastAPI()
+    app.include_router(router, prefix="/api/v1")
+    sub = FastAPI()
+
+    @sub.get("/things/{t}")
+    async def things(t: str) -> dict[str, str]:
+        return {}
+
+    def order(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("x")
+
+    (tmp_path / "a.css").write_text("a{}")
+    app.mount("/sub", sub)
+    app.mount("/tenants/{tenant}", Starlette(routes=[Route("/orders/{order}", order)]))
+    app.mount("/static", StaticFiles(directory=tmp_path))
+    nested = Starlette(routes=[Mount("/v2", routes=[Route("/o/{order}", order)])])
+    app.mount("/deep", nested)
+
+    assert await _template_of(app, "/api/v1/items/3") == "/api/v1/items/{item_id}"
+    assert await _template_of(app, "/api/v1/inner/x/2") == "/api/v1/inner/x/{y}"
+    assert await _template_of(app, "/sub/things/1") == "/sub/things/{t}"
+    assert await _template_of(app, "/tenants/acme/orders/9") == "/tenants/{tenant}/orders/{order}"
+    assert await _template_of(app, "/static/a.css") == "/static/{path}"
+    assert await _template_of(app, "/deep/v2/o/5") == "/deep/v2/o/{order}"
+    assert await _template_of(app, "/nowhere") is None
+
+
+# -- a real server ----------------------------------------------------------------------
+
+
+def test_counts_equal_the_requests_sent_by_route_template_and_status_class(observed) -> None:
+    sent = {
+        ("/api/v1/items/{item_id}", "GET", "2xx"): 7,
+        ("/api/v1/items/{item_id}", "GET", "4xx"): 3,
+        ("/api/v1/items/{item_id}/fail", "GET", "5xx"): 2,
+        ("/api/v1/items", "POST", "2xx"): 4,
+        ("/sub/things/{thing}", "GET", "2xx"): 5,
+        ("/tenants/{tenant}/orders/{order}", "GET", "2xx"): 6,
+        (UNMATCHED, "GET", "4xx"): 3,
+    }
+    with httpx.Client(base_url=observed.url, timeout=10) as client:
+        for i in range(7):
+            assert client.get(f"/api/v1/items/{i}").status_code == 200
+        for i in range(3):
+            assert client.get(f"/api/v1/items/-{i + 1}").status_code == 404
+        for i in range(2):
+            # uvicorn closes the connection after an unhandled exception: a new one each.
+            failed = httpx.get(f"{observed.url}/api/v1/items/{i}/fail", timeout=10)
+            assert failed.status_code == 500
+        for _ in range(4):
+            assert client.post("/api/v1/items").status_code == 201
+        for i in range(5):
+            assert client.get(f"/sub/things/t{i}").status_code == 200
+        for i in range(6):
+            assert client.get(f"/tenants/tenant-{i}/orders/{i}").status_code == 200
+        for i in range(3):
+            assert client.get(f"/no/such/{i}").status_code == 404
+        # The probes and /metrics are lifesigns' own answers, not the application's.
+        client.get("/livez")
+        client.get("/metrics")
+    counts = requests_total(observed)
+    assert counts == sent
+    text = httpx.get(f"{observed.url}/metrics", timeout=5).text
+    durations = samples(text, "lifesigns_http_request_duration_seconds_count")
+    by_route = {dict(k)["route"]: v for k, v in durations.items() if dict(k)["method"] == "GET"}
+    assert by_route["/api/v1/items/{item_id}"] == 10
+    assert by_route["/tenants/{tenant}/orders/{order}"] == 6
+
+
+def test_a_flood_of_random_paths_and_methods_adds_no_series(observed) -> None:
+    with httpx.Client(base_url=observed.url, timeout=10) as client:
+        client.get("/no/such/path")
+        client.request("PROPFIND", "/api/v1/items/1")
+        client.request("PROPFIND", "/no/such/path")
+        before_text = client.get("/metrics").text
+        before = http_series(before_text)
+        rng = random.Random(12)
+        for _ in range(300):
+            path = "/" + "/".join(uuid.uuid4().hex[: rng.randint(1, 12)] for _ in range(3))
+            client.get(path)
+        # uvicorn answers 400 itself to methods its parser does not know (FOO).
+        for method in ("PROPFIND", "MKCOL", "LOCK", "FOO"):
+            client.request(method, f"/{uuid.uuid4().hex}")
+            client.request(method, "/api/v1/items/1")
+        after_text = client.get("/metrics").text
+    assert http_series(after_text) == before
+    counts = requests_total(observed)
+    assert counts[(UNMATCHED, "GET", "4xx")] == 301
+    assert counts[(UNMATCHED, "OTHER", "4xx")] == 4
+    assert counts[("/api/v1/items/{item_id}", "OTHER", "4xx")] == 4  # 405
+
+
+def test_deadline_504s_and_client_disconnects_are_counted(observed) -> None:
+    assert httpx.get(f"{observed.url}/api/v1/slow/3", timeout=10).status_code == 504
+    # A client that reads the first chunk of a stream and leaves.
+    with socket.create_connection((observed.host, observed.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
+        assert b"chunk 0" in sock.recv(4096) or b"chunk 0" in sock.recv(4096)
+    deadline = time.monotonic() + 10
+    while True:
+        text = httpx.get(f"{observed.url}/metrics", timeout=5).text
+        gone = samples(text, "lifesigns_http_client_disconnects_total")
+        if gone or time.monotonic() > deadline:
+            break
+        time.sleep(0.1)
+    assert gone == {(("method", "GET"), ("route", "/api/v1/stream")): 1.0}
+    expired = samples(text, "lifesigns_http_deadline_exceeded_total")
+    assert expired == {(("method", "GET"), ("route", "/api/v1/slow/{seconds}")): 1.0}
+    counts = requests_total(observed)
+    assert counts[("/api/v1/slow/{seconds}", "GET", "5xx")] == 1
+
+
+def test_in_flight_and_oldest_age_while_a_request_runs(observed) -> None:
+    with httpx.Client(base_url=observed.url, timeout=10) as client:
+        import threading
+
+        worker = threading.Thread(target=client.get, args=("/api/v1/slow/0.9",))
+        worker.start()
+        deadline = time.monotonic() + 5
+        while True:
+            text = client.get("/metrics").text
+            flying = samples(text, "lifesigns_http_requests_in_flight")[()]
+            if flying >= 1 or time.monotonic() > deadline:
+                break
+            time.sleep(0.02)
+        worker.join()
+    assert flying == 1
+    assert 0 < samples(text, "lifesigns_http_oldest_request_age_seconds")[()] < 1.0
+
+
+@pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
+def test_promtool_accepts_the_exposition(observed) -> None:
+    with httpx.Client(base_url=observed.url, timeout=10) as client:
+        client.get("/api/v1/items/1")
+        client.get("/nowhere")
+        client.get("/api/v1/slow/3")
+        text = client.get("/metrics").text
+    assert "lifesigns_http_requests_total" in text
+    checked = subprocess.run(
+        ["promtool", "check", "metrics"], input=text, capture_output=True, text=True, timeout=30
+    )
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_two_instances_keep_their_own_request_metrics() -> None:
+    a, b = Lifesigns(service="a"), Lifesigns(service="b")
+    assert a.registry is not b.registry
+    names = {m.name for m in a.registry.collect()}
+    assert "lifesigns_http_requests" in names
