@@ -7,6 +7,7 @@ Configured by environment variables (all optional):
 - ``OBSERVED_METRICS_PORT``: also serve ``/metrics`` from prometheus_client's own server
   thread on 127.0.0.1 at that port, so that it answers while the event loop is frozen;
 - ``OBSERVED_SERVICE``: the service name (default ``observed``);
+- ``OBSERVED_CENSUS_INTERVAL``: seconds between task censuses (default the library's);
 - ``LIFESIGNS_*``: lifesigns' own options (``LIFESIGNS_DEADLINE``, ``LIFESIGNS_SIDE_PORT``...).
 
 Routes, chosen to exercise route naming: a router included with ``prefix="/api/v1"``,
@@ -34,6 +35,7 @@ from starlette.responses import PlainTextResponse, StreamingResponse
 from starlette.routing import Route
 
 from lifesigns import Lifesigns
+from lifesigns.loop import attach
 
 logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
@@ -41,7 +43,14 @@ TOKEN = "observed-test-token-0123456789"
 URL = os.environ.get("DATABASE_URL")
 METRICS_PORT = os.environ.get("OBSERVED_METRICS_PORT")
 
-signs = Lifesigns(service=os.environ.get("OBSERVED_SERVICE", "observed"), token=TOKEN)
+# The loop layer is attached explicitly, first, to choose its census interval.
+signs = Lifesigns(
+    service=os.environ.get("OBSERVED_SERVICE", "observed"), token=TOKEN, watchdog=False
+)
+if os.environ.get("OBSERVED_CENSUS_INTERVAL"):
+    attach(signs, census_interval=float(os.environ["OBSERVED_CENSUS_INTERVAL"]))
+else:
+    attach(signs)
 engine = create_async_engine(URL, pool_size=2, max_overflow=1, pool_timeout=2) if URL else None
 if engine is not None:
     signs.watch_engine(engine)
