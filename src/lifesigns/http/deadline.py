@@ -28,6 +28,7 @@ from prometheus_client import Counter
 from .. import _config
 from .._config import UNSET
 from ..errors import ConfigError
+from .requests import route_template
 from .responses import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
@@ -178,9 +179,7 @@ class DeadlineMiddleware:
             self._timer = loop.call_later(self._tick, self._sweep)
 
     def _count(self, scope: Scope, rule: str | None) -> str:
-        route = scope.get("route")
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        label = template if isinstance(template, str) else (rule or "(unrouted)")
+        label = route_template(scope) or rule or "(unrouted)"
         if self._expired is not None:
             self._expired.labels(label).inc()
         return label
