@@ -8,6 +8,7 @@ import socket
 import subprocess
 import time
 import uuid
+from typing import Any
 
 import httpx
 import pytest
@@ -236,3 +237,27 @@ def test_two_instances_keep_their_own_request_metrics() -> None:
     assert a.registry is not b.registry
     names = {m.name for m in a.registry.collect()}
     assert "lifesigns_http_requests" in names
+
+
+async def test_route_templates_past_the_cap_fold_into_one_label() -> None:
+    from lifesigns.http.requests import MAX_ROUTES, OTHER_ROUTE, RequestTracker
+
+    async def send(message):
+        return None
+
+    async def receive():
+        return {"type": "http.request", "body": b""}
+
+    tracker = RequestTracker()
+    routes = [Route(f"/r{i}/{{x}}", lambda request: None) for i in range(MAX_ROUTES + 50)]
+    for route in routes:
+        scope: dict[str, Any] = {"type": "http", "method": "GET", "path": "/", "headers": []}
+        info = tracker.begin(scope, receive, send)
+        scope["route"] = route
+        info.status = 200
+        tracker.end(info)
+    labels = {route for route, _, _, _ in tracker.served()}
+    assert len(labels) == MAX_ROUTES + 1
+    assert OTHER_ROUTE in labels
+    other = [row for route, _, _, row in tracker.served() if route == OTHER_ROUTE]
+    assert sum(other[0][:-1]) == 50
