@@ -186,18 +186,27 @@ def test_deadline_504s_and_client_disconnects_are_counted(observed) -> None:
     with socket.create_connection((observed.host, observed.port), timeout=5) as sock:
         sock.sendall(b"GET /api/v1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
         assert b"chunk 0" in sock.recv(4096) or b"chunk 0" in sock.recv(4096)
+    # A client that hangs up before any answer: counted as 499.
+    with socket.create_connection((observed.host, observed.port), timeout=5) as sock:
+        sock.sendall(b"GET /api/v1/hang-up HTTP/1.1\r\nHost: t\r\n\r\n")
+        time.sleep(0.2)  # let the request reach the handler before leaving
     deadline = time.monotonic() + 10
     while True:
         text = httpx.get(f"{observed.url}/metrics", timeout=5).text
         gone = samples(text, "lifesigns_http_client_disconnects_total")
-        if gone or time.monotonic() > deadline:
+        if len(gone) == 2 or time.monotonic() > deadline:
             break
         time.sleep(0.1)
-    assert gone == {(("method", "GET"), ("route", "/api/v1/stream")): 1.0}
+    assert gone == {
+        (("method", "GET"), ("route", "/api/v1/stream")): 1.0,
+        (("method", "GET"), ("route", "/api/v1/hang-up")): 1.0,
+    }
     expired = samples(text, "lifesigns_http_deadline_exceeded_total")
     assert expired == {(("method", "GET"), ("route", "/api/v1/slow/{seconds}")): 1.0}
     counts = requests_total(observed)
     assert counts[("/api/v1/slow/{seconds}", "GET", "5xx")] == 1
+    assert counts[("/api/v1/stream", "GET", "2xx")] == 1  # it had started: the status stands
+    assert counts[("/api/v1/hang-up", "GET", "4xx")] == 1  # 499
 
 
 def test_in_flight_and_oldest_age_while_a_request_runs(observed) -> None:

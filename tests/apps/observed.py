@@ -121,6 +121,16 @@ async def stream() -> StreamingResponse:
     return StreamingResponse(chunks(), media_type="text/plain")
 
 
+@api.get("/hang-up")
+async def hang_up(request: Request) -> dict[str, str]:
+    """Waits (up to 10 s) for the client to leave, then answers to nobody: a 499."""
+    for _ in range(200):
+        if await request.is_disconnected():
+            break
+        await asyncio.sleep(0.05)
+    return {"answered": "too late"}
+
+
 @api.get("/db")
 async def db() -> dict[str, int]:
     """One query on the watched engine, inside the ``reports`` bulkhead."""

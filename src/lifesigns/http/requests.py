@@ -51,7 +51,7 @@ METHODS = frozenset(
 )
 """Methods counted by name; any other counts as ``OTHER``."""
 CLIENT_CLOSED = 499
-"""The status recorded for a request whose client left before any response (nginx's 499)."""
+"""The status counted for a request whose client left before its response started (nginx's)."""
 
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
@@ -76,6 +76,8 @@ class RequestInfo:
     """Whether the response's last body message was sent."""
     disconnected: bool = False
     """Whether the client went away before the response was complete."""
+    left_unanswered: bool = False
+    """Whether the client went away before the response started (counted as 499)."""
     deadline_exceeded: bool = False
     """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
 
@@ -119,6 +121,7 @@ class RequestInfo:
         message = await self.raw_receive()
         if message["type"] == "http.disconnect" and not self.complete:
             self.disconnected = True
+            self.left_unanswered = self.status == 0
         return message
 
     async def send(self, message: Message) -> None:
@@ -135,6 +138,7 @@ class RequestInfo:
             await self.raw_send(message)
         except OSError:  # servers that raise for a client gone (uvicorn's ClientDisconnected)
             self.disconnected = True
+            self.left_unanswered = message["type"] == "http.response.start"
             raise
 
 
@@ -260,8 +264,9 @@ class RequestTracker:
             del self._by_task[info.task_id]
         route = self._label(info.scope)
         method = info.method if info.method in METHODS else "OTHER"
-        # No response started: the server answers 500 itself, unless the client left.
-        status = info.status or (CLIENT_CLOSED if info.disconnected else 500)
+        # A client that left before the response started never saw it (nginx's 499);
+        # with no response started the server answers 500 itself.
+        status = CLIENT_CLOSED if info.left_unanswered else (info.status or 500)
         key = (route, method, status)
         row = self._served.get(key)
         if row is None:
