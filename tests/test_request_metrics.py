@@ -6,8 +6,10 @@ import random
 import shutil
 import socket
 import subprocess
+import threading
 import time
 import uuid
+from collections.abc import Iterator
 from typing import Any
 
 import httpx
@@ -22,7 +24,7 @@ from starlette.staticfiles import StaticFiles
 
 from lifesigns import Lifesigns
 from lifesigns.http.requests import UNMATCHED, route_template
-from tests.support import StartUvicorn, UvicornProcess
+from tests.support import UvicornProcess
 
 APP = "tests.apps.observed:app"
 
@@ -53,9 +55,21 @@ def http_series(text: str) -> int:
     )
 
 
-@pytest.fixture
-def observed(uvicorn_process: StartUvicorn) -> UvicornProcess:
-    return uvicorn_process(APP, env={"LIFESIGNS_DEADLINE": "1"})
+@pytest.fixture(scope="module")
+def observed(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UvicornProcess]:
+    """One server for the module: each test asserts on what its own requests added."""
+    log = tmp_path_factory.mktemp("observed") / "uvicorn.log"
+    env = {"LIFESIGNS_DEADLINE": "1", "LIFESIGNS_DRAIN_DELAY": "0"}
+    with UvicornProcess(APP, env=env, log_path=log) as server:
+        server.wait_ready()
+        yield server
+
+
+def added(
+    before: dict[tuple[str, str, str], float], after: dict[tuple[str, str, str], float]
+) -> dict[tuple[str, str, str], float]:
+    """The counts that grew between two scrapes, by how much."""
+    return {k: v - before.get(k, 0) for k, v in after.items() if v != before.get(k, 0)}
 
 
 # -- route templates, on real Starlette and FastAPI routing -----------------------------
@@ -128,6 +142,7 @@ def test_counts_equal_the_requests_sent_by_route_template_and_status_class(obser
         ("/tenants/{tenant}/orders/{order}", "GET", "2xx"): 6,
         (UNMATCHED, "GET", "4xx"): 3,
     }
+    before = requests_total(observed)
     with httpx.Client(base_url=observed.url, timeout=10) as client:
         for i in range(7):
             assert client.get(f"/api/v1/items/{i}").status_code == 200
@@ -148,13 +163,11 @@ def test_counts_equal_the_requests_sent_by_route_template_and_status_class(obser
         # The probes and /metrics are lifesigns' own answers, not the application's.
         client.get("/livez")
         client.get("/metrics")
-    counts = requests_total(observed)
-    assert counts == sent
+    assert added(before, requests_total(observed)) == sent
     text = httpx.get(f"{observed.url}/metrics", timeout=5).text
     durations = samples(text, "lifesigns_http_request_duration_seconds_count")
     by_route = {dict(k)["route"]: v for k, v in durations.items() if dict(k)["method"] == "GET"}
-    assert by_route["/api/v1/items/{item_id}"] == 10
-    assert by_route["/tenants/{tenant}/orders/{order}"] == 6
+    assert by_route["/tenants/{tenant}/orders/{order}"] == 6  # no other test sends these
 
 
 def test_a_flood_of_random_paths_and_methods_adds_no_series(observed) -> None:
@@ -164,6 +177,7 @@ def test_a_flood_of_random_paths_and_methods_adds_no_series(observed) -> None:
         client.request("PROPFIND", "/no/such/path")
         before_text = client.get("/metrics").text
         before = http_series(before_text)
+        before_counts = requests_total(observed)
         rng = random.Random(12)
         for _ in range(300):
             path = "/" + "/".join(uuid.uuid4().hex[: rng.randint(1, 12)] for _ in range(3))
@@ -174,57 +188,63 @@ def test_a_flood_of_random_paths_and_methods_adds_no_series(observed) -> None:
             client.request(method, "/api/v1/items/1")
         after_text = client.get("/metrics").text
     assert http_series(after_text) == before
-    counts = requests_total(observed)
-    assert counts[(UNMATCHED, "GET", "4xx")] == 301
-    assert counts[(UNMATCHED, "OTHER", "4xx")] == 4
-    assert counts[("/api/v1/items/{item_id}", "OTHER", "4xx")] == 4  # 405
+    assert added(before_counts, requests_total(observed)) == {
+        (UNMATCHED, "GET", "4xx"): 300,
+        (UNMATCHED, "OTHER", "4xx"): 3,
+        ("/api/v1/items/{item_id}", "OTHER", "4xx"): 3,  # 405
+    }
 
 
 def test_deadline_504s_and_client_disconnects_are_counted(observed) -> None:
+    before = requests_total(observed)
     assert httpx.get(f"{observed.url}/api/v1/slow/3", timeout=10).status_code == 504
     # A client that reads the first chunk of a stream and leaves.
     with socket.create_connection((observed.host, observed.port), timeout=5) as sock:
         sock.sendall(b"GET /api/v1/stream HTTP/1.1\r\nHost: t\r\n\r\n")
         assert b"chunk 0" in sock.recv(4096) or b"chunk 0" in sock.recv(4096)
+    text = wait_for_metric(observed, "lifesigns_http_client_disconnects_total", 1)
     # A client that hangs up before any answer: counted as 499.
     with socket.create_connection((observed.host, observed.port), timeout=5) as sock:
         sock.sendall(b"GET /api/v1/hang-up HTTP/1.1\r\nHost: t\r\n\r\n")
-        time.sleep(0.2)  # let the request reach the handler before leaving
-    deadline = time.monotonic() + 10
-    while True:
-        text = httpx.get(f"{observed.url}/metrics", timeout=5).text
-        gone = samples(text, "lifesigns_http_client_disconnects_total")
-        if len(gone) == 2 or time.monotonic() > deadline:
-            break
-        time.sleep(0.1)
+        wait_for_metric(observed, "lifesigns_http_requests_in_flight", 1)  # it is in: leave
+    text = wait_for_metric(observed, "lifesigns_http_client_disconnects_total", 2)
+    gone = samples(text, "lifesigns_http_client_disconnects_total")
     assert gone == {
         (("method", "GET"), ("route", "/api/v1/stream")): 1.0,
         (("method", "GET"), ("route", "/api/v1/hang-up")): 1.0,
     }
     expired = samples(text, "lifesigns_http_deadline_exceeded_total")
     assert expired == {(("method", "GET"), ("route", "/api/v1/slow/{seconds}")): 1.0}
-    counts = requests_total(observed)
-    assert counts[("/api/v1/slow/{seconds}", "GET", "5xx")] == 1
-    assert counts[("/api/v1/stream", "GET", "2xx")] == 1  # it had started: the status stands
-    assert counts[("/api/v1/hang-up", "GET", "4xx")] == 1  # 499
+    assert added(before, requests_total(observed)) == {
+        ("/api/v1/slow/{seconds}", "GET", "5xx"): 1,
+        ("/api/v1/stream", "GET", "2xx"): 1,  # its response had started: the status stands
+        ("/api/v1/hang-up", "GET", "4xx"): 1,  # 499
+    }
+
+
+def wait_for_metric(server: UvicornProcess, name: str, total: float, timeout: float = 10.0) -> str:
+    """Poll /metrics until the samples called ``name`` add up to ``total``; return that scrape."""
+    deadline = time.monotonic() + timeout
+    while True:
+        text = httpx.get(f"{server.url}/metrics", timeout=5).text
+        if sum(samples(text, name).values()) >= total:
+            return text
+        if time.monotonic() > deadline:
+            raise TimeoutError(f"{name} never reached {total}\n{text}")
+        time.sleep(0.02)
 
 
 def test_in_flight_and_oldest_age_while_a_request_runs(observed) -> None:
-    with httpx.Client(base_url=observed.url, timeout=10) as client:
-        import threading
-
-        worker = threading.Thread(target=client.get, args=("/api/v1/slow/0.9",))
-        worker.start()
-        deadline = time.monotonic() + 5
-        while True:
-            text = client.get("/metrics").text
-            flying = samples(text, "lifesigns_http_requests_in_flight")[()]
-            if flying >= 1 or time.monotonic() > deadline:
-                break
-            time.sleep(0.02)
-        worker.join()
-    assert flying == 1
+    worker = threading.Thread(
+        target=httpx.get, args=(f"{observed.url}/api/v1/slow/0.9",), kwargs={"timeout": 10}
+    )
+    worker.start()
+    text = wait_for_metric(observed, "lifesigns_http_requests_in_flight", 1)
+    worker.join()
+    assert samples(text, "lifesigns_http_requests_in_flight")[()] == 1
     assert 0 < samples(text, "lifesigns_http_oldest_request_age_seconds")[()] < 1.0
+    after = httpx.get(f"{observed.url}/metrics", timeout=5).text
+    assert samples(after, "lifesigns_http_requests_in_flight")[()] == 0
 
 
 @pytest.mark.skipif(shutil.which("promtool") is None, reason="promtool is not installed")
