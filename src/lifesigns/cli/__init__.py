@@ -1,4 +1,4 @@
-"""The ``lifesigns`` command: ``probe`` and ``demo``.
+"""The ``lifesigns`` command: ``probe``, ``demo`` and ``rules``.
 
 Only the standard library is imported until a subcommand is chosen, so that
 ``lifesigns probe`` (run by a Docker HEALTHCHECK every few seconds) starts quickly.
@@ -13,6 +13,7 @@ USAGE = """usage: lifesigns COMMAND [options]
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
   demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
+  rules [--dashboard]       print the Prometheus alert rules (or the Grafana dashboard)
 
 `lifesigns COMMAND --help` tells more."""
 
@@ -37,7 +38,12 @@ def main(argv: list[str] | None = None) -> None:
         from .demo import run as run_demo
 
         raise SystemExit(run_demo(rest))
+    if command == "rules":
+        from .rules import run as run_rules
+
+        raise SystemExit(run_rules(rest))
     print(
-        f"lifesigns: unknown command {command!r}; commands: probe, demo\n\n{USAGE}", file=sys.stderr
+        f"lifesigns: unknown command {command!r}; commands: probe, demo, rules\n\n{USAGE}",
+        file=sys.stderr,
     )
     raise SystemExit(2)
