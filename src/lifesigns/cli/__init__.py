@@ -1,4 +1,4 @@
-"""The ``lifesigns`` command: ``probe`` and ``demo``.
+"""The ``lifesigns`` command: ``probe``, ``demo`` and ``doctor``.
 
 Only the standard library is imported until a subcommand is chosen, so that
 ``lifesigns probe`` (run by a Docker HEALTHCHECK every few seconds) starts quickly.
@@ -13,6 +13,7 @@ USAGE = """usage: lifesigns COMMAND [options]
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
   demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
+  doctor [PATH...]          find the incident anti-patterns in code, Dockerfiles, manifests, scripts
 
 `lifesigns COMMAND --help` tells more."""
 
@@ -33,6 +34,10 @@ def main(argv: list[str] | None = None) -> None:
         from .probe import run
 
         raise SystemExit(run(rest))
+    if command == "doctor":
+        from .doctor import run as run_doctor
+
+        raise SystemExit(run_doctor(rest))
     if command == "demo":
         from .demo import run as run_demo
 
