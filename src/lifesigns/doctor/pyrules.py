@@ -265,7 +265,7 @@ def _routes(module: Module, graph: CallGraph, facts: Facts) -> Iterator[Finding]
                     chain.first.node,
                     "LS105",
                     f"liveness route {path} touches a dependency: {chain.site.what}"
-                    f"{via if chain.helpers else ''}; a database outage would restart every "
+                    f"{via if chain.helpers else ''}; an outage of it would restart every "
                     "replica",
                 )
 
@@ -404,7 +404,7 @@ def _imports(project: Project, module: Module, config: DoctorConfig) -> Iterator
         for name, member in wanted:
             problem = _unresolved(project, tops, config, name, member)
             if problem:
-                yield _finding(module, node, "LS109", f"{problem} in this environment{lazy}")
+                yield _finding(module, node, "LS109", f"{problem}{lazy}")
 
 
 def _unresolved(
@@ -414,9 +414,9 @@ def _unresolved(
     if not top or top in config.known_modules or name in config.known_modules:
         return None
     if top not in tops:
-        return None if _installed(top) else f"module {name!r} does not resolve"
+        return None if _installed(top) else f"module {top!r} is not installed in this environment"
     if project.modules.get(name) is None:
-        return f"module {name!r} is not part of the application"
+        return f"module {name!r} does not exist in the application"
     target = project.modules[name]
     if member is None or member == "*" or member in target.toplevel:
         return None
