@@ -8,6 +8,7 @@ whether it queries the database, the pool sizes, whether lifesigns is in use.
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import Iterator
 from dataclasses import dataclass
 
@@ -92,12 +93,21 @@ def check(scan: Scan, facts: Facts, config: DoctorConfig) -> list[Finding]:
     return findings
 
 
+_DEVELOPMENT = {"override", "dev", "development", "local", "debug"}
+
+
+def development_file(path: str) -> bool:
+    """Whether a file is for local development by its name (``compose.override.yml``)."""
+    name = path.rsplit("/", 1)[-1].lower()
+    return bool(_DEVELOPMENT & set(re.split(r"[._-]", name)))
+
+
 def _server_commands(facts: Facts) -> Iterator[Finding]:
     """LS201, LS202, LS203 on every command that starts the server."""
     for command in facts.commands:
         where, words = command.where, command.tokens
         flag = commands.reload_flag(words)
-        if flag:
+        if flag and not development_file(where.path):
             yield _find(
                 where.path,
                 where.line,

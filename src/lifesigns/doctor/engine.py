@@ -142,6 +142,7 @@ def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
                 module = pymodel.parse(path, rel, text)
             except SyntaxError as exc:
                 report.warnings.append(f"{rel}:{exc.lineno}: cannot parse: {exc.msg}")
+                project.unparsed.add(pymodel.module_name(path)[0])
                 continue
             name = module.name
             if name in project.modules:  # two scripts of the same name in different folders

@@ -281,12 +281,12 @@ class Project:
     """Every parsed module, with lookups across them."""
 
     modules: dict[str, Module] = field(default_factory=dict)
-    errors: list[tuple[str, int, int, str]] = field(default_factory=list)
+    unparsed: set[str] = field(default_factory=set)  # modules in syntax newer than ours
 
     @property
     def tops(self) -> set[str]:
         """The application's top-level package and module names."""
-        return {name.split(".")[0] for name in self.modules}
+        return {name.split(".")[0] for name in (*self.modules, *self.unparsed)}
 
     def function(self, target: str | None, hops: int = 0) -> Function | None:
         """The application function ``target`` names (a class name gives its ``__init__``)."""

@@ -411,8 +411,11 @@ def _unresolved(
     project: Project, tops: set[str], config: DoctorConfig, name: str, member: str | None
 ) -> str | None:
     top = name.split(".")[0]
-    if not top or top in config.known_modules or name in config.known_modules:
+    known = config.known_modules
+    if not top or top in known or name in known or f"{name}.{member}" in known:
         return None
+    if name in project.unparsed or f"{name}.{member}" in project.unparsed:
+        return None  # there, but in syntax this Python cannot parse
     if top not in tops:
         return None if _installed(top) else f"module {top!r} is not installed in this environment"
     if project.modules.get(name) is None:
