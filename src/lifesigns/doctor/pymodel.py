@@ -39,6 +39,7 @@ class Function:
     node: FunctionNode
     class_name: str | None
     calls: list[Call] = field(default_factory=list)
+    endless_loops: list[ast.While] = field(default_factory=list)  # `while True:` in the body
 
     @property
     def is_async(self) -> bool:
@@ -68,6 +69,7 @@ class Module:
     functions: dict[str, Function] = field(default_factory=dict)
     # module-level names bound to sync SQLAlchemy objects: name -> "engine" | "session factory"
     sync_objects: dict[str, str] = field(default_factory=dict)
+    all_calls: list[ast.Call] = field(default_factory=list)  # every call, at any depth
 
     @property
     def package(self) -> str:
@@ -108,6 +110,10 @@ def nested_functions(nodes: list[ast.stmt]) -> Iterator[FunctionNode]:
             stack.extend(reversed(list(ast.iter_child_nodes(node))))
 
 
+def _always(test: ast.expr) -> bool:
+    return isinstance(test, ast.Constant) and bool(test.value)
+
+
 def dotted(node: ast.expr) -> str | None:
     """``a.b.c`` for a chain of attributes on a name, else ``None``."""
     parts = []
@@ -126,9 +132,12 @@ class _Indexer:
 
     def run(self) -> None:
         tree = self.module.tree
+        toplevel = set(map(id, tree.body))
         for node in ast.walk(tree):
-            if isinstance(node, ast.Import | ast.ImportFrom):
-                self._alias(node, toplevel=node in tree.body)
+            if isinstance(node, ast.Call):
+                self.module.all_calls.append(node)
+            elif isinstance(node, ast.Import | ast.ImportFrom):
+                self._alias(node, toplevel=id(node) in toplevel)
         for stmt in tree.body:
             self._toplevel(stmt)
         for stmt in tree.body:
@@ -198,6 +207,8 @@ class _Indexer:
         for child in body_nodes(node.body):
             if isinstance(child, ast.Call):
                 function.calls.append(self._call(child, class_name))
+            elif isinstance(child, ast.While) and _always(child.test):
+                function.endless_loops.append(child)
         self.module.functions.setdefault(inner, function)
         for nested in nested_functions(node.body):
             self._function(nested, None, inner)  # routes defined in an app factory

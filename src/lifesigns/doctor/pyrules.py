@@ -155,11 +155,7 @@ def _bounds_itself(project: Project, call: ast.Call, module: Module) -> bool:
 def _endless_loops(project: Project, function: Function) -> Iterator[Finding]:
     """LS103: ``while True`` in a coroutine whose awaits have no timeout."""
     module = function.module
-    for node in body_nodes(function.node.body):
-        if not (isinstance(node, ast.While) and isinstance(node.test, ast.Constant)):
-            continue
-        if not node.test.value:
-            continue
+    for node in function.endless_loops:
         awaited = []
         bounded = False
         for child in body_nodes(node.body):
@@ -284,10 +280,12 @@ def _literal_int(node: ast.expr | None, default: int) -> int | None:
 
 def _engines(module: Module, facts: Facts) -> Iterator[Finding]:
     """LS106-LS108 on every create_engine / create_async_engine call."""
-    for node in ast.walk(module.tree):
-        if not isinstance(node, ast.Call):
+    for node in module.all_calls:
+        func = node.func
+        last = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if last not in _ENGINES:
             continue
-        target = resolve(module, node.func) or ""
+        target = resolve(module, func) or ""
         if not target.endswith(_ENGINES) or not target.startswith(("sqlalchemy", "sqlmodel")):
             continue
         if any(k.arg is None for k in node.keywords):
@@ -437,9 +435,7 @@ def _lifesigns_facts(module: Module, facts: Facts) -> None:
         facts.uses_lifesigns = True
     else:
         return
-    for node in ast.walk(module.tree):
-        if not isinstance(node, ast.Call):
-            continue
+    for node in module.all_calls:
         target = resolve(module, node.func) or ""
         if target.startswith("lifesigns") and target.endswith(".Lifesigns"):
             for keyword in node.keywords:
