@@ -326,3 +326,36 @@ def test_pool_sizing_from_the_command_line_figures(tmp_path):
     )
     assert found(tmp_path, max_connections=100, workers=4) == []  # 20 x 4 = 80
     assert found(tmp_path, max_connections=100, workers=4, replicas=2) == [("db.py", 3, "LS212")]
+
+
+def test_an_async_route_using_the_session_of_a_sync_dependency(tmp_path):
+    write(
+        tmp_path,
+        {
+            "api.py": """
+        from fastapi import Depends, FastAPI
+        from sqlalchemy import create_engine, text
+        from sqlalchemy.orm import sessionmaker
+
+        engine = create_engine("sqlite:///orders.db")
+        SessionLocal = sessionmaker(bind=engine)
+        app = FastAPI()
+
+        def get_db():
+            db = SessionLocal()
+            try:
+                yield db
+            finally:
+                db.close()
+
+        @app.get("/orders")
+        async def orders(db=Depends(get_db)):
+            return db.execute(text("SELECT * FROM orders")).all()
+
+        @app.get("/threaded")
+        def threaded(db=Depends(get_db)):
+            return db.execute(text("SELECT 1")).all()
+    """
+        },
+    )
+    assert found(tmp_path) == [("api.py", 18, "LS110")]

@@ -98,25 +98,46 @@ class Site:
         return self.kind in ("network", "database")
 
 
-def sync_session_params(function: Function) -> set[str]:
-    """Parameters annotated with a synchronous SQLAlchemy (or SQLModel) ``Session``."""
+def sync_session_params(project: Project, function: Function) -> set[str]:
+    """Parameters that hold a synchronous SQLAlchemy (or SQLModel) ``Session``.
+
+    Either annotated so (``db: Session``, ``Annotated[Session, Depends(...)]``), or filled by
+    a FastAPI dependency that is a sync function opening one (``db=Depends(get_db)`` where
+    ``get_db`` calls a sync ``sessionmaker``): FastAPI runs that dependency in a thread, but
+    the session it yields is then used on the event loop.
+    """
     cached: set[str] | None = getattr(function, "_sync_params", None)
     if cached is not None:
         return cached
     names = set()
     args = function.node.args
-    for arg in (*args.posonlyargs, *args.args, *args.kwonlyargs):
+    positional = [*args.posonlyargs, *args.args]
+    defaults: list[ast.expr | None] = [None] * (len(positional) - len(args.defaults))
+    pairs = zip([*positional, *args.kwonlyargs], [*defaults, *args.defaults, *args.kw_defaults],
+                strict=True)  # fmt: skip
+    for arg, default in pairs:
         annotation = arg.annotation
         if isinstance(annotation, ast.Subscript):  # Annotated[Session, Depends(...)]
             inner = annotation.slice
-            annotation = inner.elts[0] if isinstance(inner, ast.Tuple) else inner
-        if annotation is None:
-            continue
-        target = resolve(function.module, annotation)
-        if target in SYNC_SESSIONS or function.module.aliases.get(target or "") in SYNC_SESSIONS:
+            elements = inner.elts if isinstance(inner, ast.Tuple) else [inner]
+            annotation = elements[0]
+            default = next((e for e in elements[1:] if isinstance(e, ast.Call)), default)
+        target = resolve(function.module, annotation) if annotation is not None else None
+        if target in SYNC_SESSIONS or _opens_sync_session(project, function, default):
             names.add(arg.arg)
     function._sync_params = names  # type: ignore[attr-defined]
     return names
+
+
+def _opens_sync_session(project: Project, function: Function, default: ast.expr | None) -> bool:
+    if not (isinstance(default, ast.Call) and default.args):
+        return False
+    if not (resolve(function.module, default.func) or "").endswith("Depends"):
+        return False
+    dependency = project.function(resolve(function.module, default.args[0]))
+    if dependency is None or dependency.is_async:
+        return False
+    return any(project.sync_object(c.target) == "session factory" for c in dependency.calls)
 
 
 def blocking(project: Project, function: Function, call: Call) -> Site | None:
@@ -133,7 +154,7 @@ def blocking(project: Project, function: Function, call: Call) -> Site | None:
         owner = target.rpartition(".")[0]
         if call.attr in _ENGINE_METHODS and project.sync_object(owner) == "engine":
             return Site(f"{call_text(call)}() on a sync SQLAlchemy engine", "database")
-    if call.receiver and call.receiver in sync_session_params(function):
+    if call.receiver and call.receiver in sync_session_params(project, function):
         return Site(f"{call.receiver}.{call.attr}() on a sync Session", "database")
     return None
 

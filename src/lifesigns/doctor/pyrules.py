@@ -71,7 +71,7 @@ def check(project: Project, config: DoctorConfig, facts: Facts) -> list[Finding]
             if function.is_async:
                 findings += _blocking(blocking_graph, function)
                 findings += _endless_loops(project, function)
-                findings += _sync_sessions(function)
+                findings += _sync_sessions(project, function)
         findings += _routes(module, dependency_graph, facts)
     _startup_waits(project, dependency_graph, facts)
     return findings
@@ -180,9 +180,9 @@ def _endless_loops(project: Project, function: Function) -> Iterator[Finding]:
             )
 
 
-def _sync_sessions(function: Function) -> Iterator[Finding]:
+def _sync_sessions(project: Project, function: Function) -> Iterator[Finding]:
     """LS110: a sync ``Session`` parameter used in an ``async def``."""
-    params = blocking.sync_session_params(function)
+    params = blocking.sync_session_params(project, function)
     if not params:
         return
     for call in function.calls:
