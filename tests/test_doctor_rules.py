@@ -359,3 +359,35 @@ def test_an_async_route_using_the_session_of_a_sync_dependency(tmp_path):
         },
     )
     assert found(tmp_path) == [("api.py", 18, "LS110")]
+
+
+def test_loops_that_can_end_and_scripts_are_not_reported(tmp_path):
+    write(
+        tmp_path,
+        {
+            "ws.py": """
+        import asyncio
+
+        async def relay(websocket):
+            while True:
+                message = await websocket.receive()
+                if message["type"] == "websocket.disconnect":
+                    break
+                for _ in range(3):
+                    if message.get("text") is None:
+                        break  # leaves the for, not the while: still a way out above
+
+        async def forever(websocket):
+            while True:
+                message = await websocket.receive()
+                for _ in range(3):
+                    break  # only the inner loop
+
+        if __name__ == "__main__":
+            loop = asyncio.new_event_loop()
+            loop.create_task(forever(None))
+            loop.run_forever()
+    """
+        },
+    )
+    assert found(tmp_path) == [("ws.py", 13, "LS103")]

@@ -84,7 +84,8 @@ def _finding(module: Module, node: ast.AST, code: str, message: str) -> Finding:
 
 def _tasks(module: Module) -> Iterator[Finding]:
     """LS101: create_task / ensure_future at module scope or in ``__init__``."""
-    scopes: list[tuple[str, list[ast.stmt]]] = [("at import time", module.tree.body)]
+    body = [stmt for stmt in module.tree.body if not _main_guard(stmt)]
+    scopes: list[tuple[str, list[ast.stmt]]] = [("at import time", body)]
     for stmt in module.tree.body:
         if isinstance(stmt, ast.ClassDef):
             scopes.append((f"in the body of class {stmt.name}", stmt.body))
@@ -104,6 +105,16 @@ def _tasks(module: Module) -> Iterator[Finding]:
                     f"{name}() {where}: the task has no owner to await or cancel it; start it "
                     "in the lifespan",
                 )
+
+
+def _main_guard(stmt: ast.stmt) -> bool:
+    """``if __name__ == "__main__":`` runs as a script, not at import."""
+    if not isinstance(stmt, ast.If) or not isinstance(stmt.test, ast.Compare):
+        return False
+    parts = [stmt.test.left, *stmt.test.comparators]
+    names = {p.id for p in parts if isinstance(p, ast.Name)}
+    values = {p.value for p in parts if isinstance(p, ast.Constant)}
+    return names == {"__name__"} and values == {"__main__"}
 
 
 def _starts_task(module: Module, call: ast.Call) -> bool:
@@ -152,10 +163,36 @@ def _bounds_itself(project: Project, call: ast.Call, module: Module) -> bool:
     return callee is not None and any(_is_timeout(c.node, c.target) for c in callee.calls)
 
 
+def _exits(loop: ast.While) -> bool:
+    """Whether the loop's body can leave it: a ``return``, or a ``break`` of this loop."""
+    inner_loops = ast.For | ast.AsyncFor | ast.While
+    skipped = ast.expr | ast.FunctionDef | ast.AsyncFunctionDef | ast.ClassDef
+    stack: list[ast.AST] = list(loop.body)
+    while stack:
+        node = stack.pop()
+        if isinstance(node, ast.Return | ast.Break):
+            return True
+        if isinstance(node, inner_loops):  # its breaks are its own; its returns are ours
+            stack.extend(
+                n for n in body_nodes(node.body + node.orelse) if isinstance(n, ast.Return)
+            )
+            stack.extend(node.orelse)
+            continue
+        stack.extend(c for c in ast.iter_child_nodes(node) if not isinstance(c, skipped))
+    return False
+
+
 def _endless_loops(project: Project, function: Function) -> Iterator[Finding]:
-    """LS103: ``while True`` in a coroutine whose awaits have no timeout."""
+    """LS103: ``while True`` in a coroutine that never leaves it and awaits with no timeout.
+
+    Loops with a ``break`` or ``return`` (a receive loop that ends on disconnect) are not
+    reported, nor loops whose only awaits are sleeps (a ticker): the incident is the
+    background job that loops forever on an await that can hang.
+    """
     module = function.module
     for node in function.endless_loops:
+        if _exits(node):
+            continue
         awaited = []
         bounded = False
         for child in body_nodes(node.body):
