@@ -391,3 +391,39 @@ def test_loops_that_can_end_and_scripts_are_not_reported(tmp_path):
         },
     )
     assert found(tmp_path) == [("ws.py", 13, "LS103")]
+
+
+def test_methods_of_module_level_instances_are_followed(tmp_path):
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/reports.py": """
+            import time
+
+            class ReportBuilder:
+                def build(self, week):
+                    return self._fetch(week)
+
+                def _fetch(self, week):
+                    time.sleep(0.5)
+                    return []
+
+            builder = ReportBuilder()
+        """,
+            "app/routes.py": """
+            from app.reports import builder
+
+            async def get_report(week: int):
+                return builder.build(week)
+        """,
+        },
+    )
+    report = diagnose([tmp_path], DoctorConfig())
+    (finding,) = report.findings
+    assert (finding.code, finding.line) == ("LS102", 4)
+    assert finding.message.startswith(
+        "blocking call time.sleep reached from async def get_report via "
+        "ReportBuilder.build -> ReportBuilder._fetch ("
+    )
+    assert finding.message.endswith("app/reports.py:8)")

@@ -70,6 +70,8 @@ class Module:
     # module-level names bound to sync SQLAlchemy objects: name -> "engine" | "session factory"
     sync_objects: dict[str, str] = field(default_factory=dict)
     all_calls: list[ast.Call] = field(default_factory=list)  # every call, at any depth
+    # module-level names bound to a call's result: name -> what was called (a class, often)
+    instances: dict[str, str] = field(default_factory=dict)
 
     @property
     def package(self) -> str:
@@ -199,6 +201,9 @@ class _Indexer:
             kind = sync_sqlalchemy_kind(self.module, value)
             if kind and isinstance(target, ast.Name):
                 module.sync_objects[target.id] = kind
+            called = resolve(self.module, value.func)
+            if called and isinstance(target, ast.Name):
+                module.instances[target.id] = called
 
     def _function(self, node: FunctionNode, class_name: str | None, outer: str = "") -> None:
         inner = f"{class_name}.{node.name}" if class_name else node.name
@@ -318,6 +323,8 @@ class Project:
             if head in module.aliases and module.aliases[head] != target:
                 again = module.aliases[head] + (f".{rest}" if rest else "")
                 return self.function(again, hops + 1)
+            if head in module.instances and rest:  # limiter = RateLimiter(); limiter.run()
+                return self.function(f"{module.instances[head]}.{rest}", hops + 1)
             return None
         return None
 
