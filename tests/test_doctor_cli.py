@@ -144,3 +144,14 @@ def test_usage_lists_doctor():
         check=False,
     )
     assert "doctor [PATH...]" in result.stdout
+
+
+def test_an_empty_report_is_valid_sarif_and_an_empty_json_list():
+    after = str(FIXTURES / "seed004" / "after")
+    sarif = doctor("--format", "sarif", "--select", "LS2", after)
+    log = json.loads(sarif.stdout)
+    jsonschema.validate(log, json.loads(SCHEMA.read_text()), cls=jsonschema.Draft4Validator)
+    assert sarif.returncode == 0 and log["runs"][0]["results"] == []
+    assert [r["id"] for r in log["runs"][0]["tool"]["driver"]["rules"]][0] == "LS201"
+    empty = doctor("--format", "json", after)
+    assert (empty.returncode, json.loads(empty.stdout)) == (0, [])
