@@ -9,7 +9,9 @@ Every finding is true of the template at the recorded commit:
 And what is not found is right too: the health-check route is an ``async def`` with no I/O,
 the compose healthcheck's path is served by it, ``fastapi dev`` sits in
 ``compose.override.yml`` (a development file), and the Dockerfile's missing HEALTHCHECK is
-supplied by compose.
+supplied by compose. The template's third-party imports (sqlmodel, pydantic-settings,
+sentry-sdk, ...) are not installed here, but ``backend/pyproject.toml`` declares them, so
+LS109 does not report them.
 """
 
 from __future__ import annotations

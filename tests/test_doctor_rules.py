@@ -427,3 +427,22 @@ def test_methods_of_module_level_instances_are_followed(tmp_path):
         "ReportBuilder.build -> ReportBuilder._fetch ("
     )
     assert finding.message.endswith("app/reports.py:8)")
+
+
+def test_a_missing_import_the_project_declares_is_the_environment_not_the_project(tmp_path):
+    write(
+        tmp_path,
+        {
+            "requirements.txt": "chromadb==0.5.0  # vector store\nPyJWT>=2\n-r base.txt\n",
+            "app.py": """
+            import aio_pika
+            import chromadb
+            import jwt
+        """,
+        },
+    )
+    report = diagnose([tmp_path], DoctorConfig())
+    assert [(f.line, f.code) for f in report.findings] == [(1, "LS109")]
+    assert "'aio_pika' is not installed in this environment, nor declared" in (
+        report.findings[0].message
+    )

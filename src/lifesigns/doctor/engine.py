@@ -21,7 +21,8 @@ import os
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from . import containers, dockerfile, manifests, pymodel, pyrules, shell, suppress
+from . import config as config_module
+from . import containers, declared, dockerfile, manifests, pymodel, pyrules, shell, suppress
 from .config import DoctorConfig, DoctorUsageError
 from .facts import Facts
 from .findings import Finding
@@ -60,7 +61,7 @@ class Report:
 
 
 def kind_of(path: Path) -> str | None:
-    """``python``, ``dockerfile``, ``yaml`` or ``shell`` by file name, else ``None``."""
+    """The kind of file: python, dockerfile, yaml, shell or declarations; else ``None``."""
     name = path.name
     suffix = path.suffix.lower()
     if suffix == ".py":
@@ -75,6 +76,8 @@ def kind_of(path: Path) -> str | None:
         return "yaml"
     if suffix in (".sh", ".bash"):
         return "shell"
+    if name == "pyproject.toml" or (name.startswith("requirements") and suffix == ".txt"):
+        return "declarations"
     return None
 
 
@@ -125,9 +128,13 @@ def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
     project = pymodel.Project()
     scan = containers.Scan([], [])
     shell_findings: list[Finding] = []
+    declarations = [p for p in [config_module.find_pyproject(paths[0])] if p] if paths else []
     for path in discover(paths, config.exclude):
         rel = shown(path)
         kind = kind_of(path)
+        if kind == "declarations":
+            declarations.append(path)
+            continue
         try:
             text = path.read_text(encoding="utf-8")
         except (OSError, UnicodeDecodeError) as exc:
@@ -154,6 +161,7 @@ def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
             scan.services += manifests.parse(path, rel, text)
         elif kind == "shell":
             shell_findings += shell.check(rel, text)
+    project.declared = declared.read(dict.fromkeys(declarations))
     facts = report.facts
     findings = pyrules.check(project, config, facts)
     containers.record_commands(scan, facts)

@@ -298,6 +298,7 @@ class Project:
 
     modules: dict[str, Module] = field(default_factory=dict)
     unparsed: set[str] = field(default_factory=set)  # modules in syntax newer than ours
+    declared: set[str] = field(default_factory=set)  # distributions the project declares
 
     @property
     def tops(self) -> set[str]:

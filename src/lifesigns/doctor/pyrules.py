@@ -13,7 +13,7 @@ import sys
 from collections.abc import Iterator
 from functools import lru_cache
 
-from . import blocking
+from . import blocking, declared
 from .callgraph import CallGraph
 from .config import DoctorConfig
 from .facts import Engine, Facts, Route, Where
@@ -452,7 +452,9 @@ def _unresolved(
     if name in project.unparsed or f"{name}.{member}" in project.unparsed:
         return None  # there, but in syntax this Python cannot parse
     if top not in tops:
-        return None if _installed(top) else f"module {top!r} is not installed in this environment"
+        if _installed(top) or declared.provides(project.declared, top):
+            return None  # declared but absent here: the project's own environment has it
+        return f"module {top!r} is not installed in this environment, nor declared"
     if project.modules.get(name) is None:
         return f"module {name!r} does not exist in the application"
     target = project.modules[name]
