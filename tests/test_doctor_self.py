@@ -28,8 +28,9 @@ def test_the_demo_findings_are_there_but_explained_inline():
     lines = lab.read_text().splitlines()
     project = pymodel.Project()
     project.modules["lifesigns.lab.app"] = pymodel.parse(lab, "lab/app.py", "\n".join(lines))
-    raw = pyrules.check(project, DoctorConfig(), Facts())  # the rules, before suppressions
-    assert {f.code for f in raw} == {"LS102", "LS108"}
+    # the rules before suppressions (LS109 aside: alone here, `lifesigns` looks unresolved)
+    raw = [f for f in pyrules.check(project, DoctorConfig(), Facts()) if f.code != "LS109"]
+    assert sorted(f.code for f in raw) == ["LS102", "LS108"]
     for finding in raw:
         here, above = lines[finding.line - 1], lines[finding.line - 2]
         comment = here if "lifesigns: ignore" in here else above
