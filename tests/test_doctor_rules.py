@@ -446,3 +446,18 @@ def test_a_missing_import_the_project_declares_is_the_environment_not_the_projec
     assert "'aio_pika' is not installed in this environment, nor declared" in (
         report.findings[0].message
     )
+
+
+def test_scanning_part_of_a_package_resolves_the_rest_on_disk(tmp_path):
+    write(
+        tmp_path,
+        {
+            "app/__init__.py": "",
+            "app/db.py": "engine = None\n",
+            "app/api/__init__.py": "",
+            "app/api/routes.py": "from app.db import engine\nfrom app.cache import redis\n",
+        },
+    )
+    report = diagnose([tmp_path / "app" / "api"], DoctorConfig())
+    assert [(f.line, f.code) for f in report.findings] == [(2, "LS109")]
+    assert "'app.cache' does not exist in the application" in report.findings[0].message

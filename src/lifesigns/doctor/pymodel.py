@@ -329,6 +329,21 @@ class Project:
             return None
         return None
 
+    def on_disk(self, name: str) -> bool:
+        """Whether module ``name`` exists beside the scanned ones, though it was not scanned."""
+        top = name.split(".")[0]
+        for module in self.modules.values():
+            if module.name.split(".")[0] != top:
+                continue
+            depth = module.name.count(".") + (1 if module.is_package else 0)
+            if len(module.path.parents) <= depth:
+                continue
+            base = module.path.parents[depth].joinpath(*name.split("."))
+            if base.with_suffix(".py").is_file() or (base / "__init__.py").is_file():
+                return True
+            break  # one scanned module of that package tells where its source root is
+        return False
+
     def sync_object(self, target: str | None) -> str | None:
         """``"engine"`` / ``"session factory"`` when ``target`` names a module-level one."""
         if target is None or "." not in target:

@@ -456,6 +456,8 @@ def _unresolved(
             return None  # declared but absent here: the project's own environment has it
         return f"module {top!r} is not installed in this environment, nor declared"
     if project.modules.get(name) is None:
+        if project.on_disk(name):
+            return None  # not scanned, but there
         return f"module {name!r} does not exist in the application"
     target = project.modules[name]
     if member is None or member == "*" or member in target.toplevel:
