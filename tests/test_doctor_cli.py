@@ -50,7 +50,10 @@ def test_json_carries_why_fix_and_anchor():
     items = json.loads(result.stdout)
     assert result.returncode == 1 and len(items) == 8
     reload = next(i for i in items if i["code"] == "LS201")
-    assert reload["path"].endswith("docker-compose.yml") and reload["line"] == 6
+    assert reload["path"].endswith("docker-compose.yml") and (reload["line"], reload["column"]) == (
+        6,
+        5,
+    )
     assert reload["why"] == RULES["LS201"].why and reload["url"] == "README.md#ls201"
 
 

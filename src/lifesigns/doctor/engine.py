@@ -16,6 +16,7 @@ directory when they are under it.
 
 from __future__ import annotations
 
+import dataclasses
 import fnmatch
 import os
 from dataclasses import dataclass, field
@@ -121,6 +122,15 @@ def shown(path: Path) -> str:
         return absolute.as_posix()
 
 
+def _indented(finding: Finding, lines: list[str]) -> Finding:
+    """A line-level finding (column 1) points at the line's first character instead."""
+    if finding.col != 1 or not 1 <= finding.line <= len(lines):
+        return finding
+    text = lines[finding.line - 1]
+    col = len(text) - len(text.lstrip()) + 1
+    return finding if col == 1 else dataclasses.replace(finding, col=col)
+
+
 def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
     """Scan ``paths`` (files or directories) and return every finding ``config`` selects."""
     report = Report()
@@ -167,6 +177,7 @@ def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
     containers.record_commands(scan, facts)
     findings += containers.check(scan, facts, config)
     findings += shell_findings
+    findings = [_indented(f, sources.get(f.path, [])) for f in findings]
     report.findings = sorted(
         {
             f
