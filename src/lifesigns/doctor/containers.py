@@ -145,7 +145,7 @@ def _healthcheck(path: str, line: int, words: tuple[str, ...], facts: Facts) -> 
             path,
             line,
             "LS204",
-            f"healthcheck runs {client} without {limit}: Docker's --timeout does not stop "
+            f"healthcheck runs {client} without {limit}: Docker's --timeout may not stop "
             "it, and checks pile up",
         )
     for url_path in commands.url_paths(" ".join(words)):

@@ -13,7 +13,7 @@ _RULES = (
         "LS101",
         "task-outside-lifespan",
         "task created at import time or in a constructor",
-        "A task started at import or in a middleware's __init__ has no owner: nobody awaits or "
+        "A task started at import or in a middleware's constructor has no owner: nobody awaits or "
         "cancels it, it may bind the wrong event loop, and one that loops forever outlives every "
         "request (seed 001).",
         "Start it in the lifespan (or with Lifesigns.supervised / periodic) and cancel it there.",
@@ -126,8 +126,8 @@ _RULES = (
         "LS204",
         "healthcheck-without-time-limit",
         "healthcheck curl or wget without a time limit",
-        "Docker's --timeout is not enforced on the command inside: curl waits indefinitely and "
-        "probes pile up (seed 000).",
+        "Docker's --timeout marks the check failed but does not reliably stop the command "
+        "inside: in seed 000, curl probes ran for minutes and piled up.",
         "Give the client its own limit (curl --max-time 4, wget -T 4) or use `lifesigns probe "
         "URL --timeout 4`.",
     ),
