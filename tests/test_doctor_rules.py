@@ -461,3 +461,30 @@ def test_scanning_part_of_a_package_resolves_the_rest_on_disk(tmp_path):
     report = diagnose([tmp_path / "app" / "api"], DoctorConfig())
     assert [(f.line, f.code) for f in report.findings] == [(2, "LS109")]
     assert "'app.cache' does not exist in the application" in report.findings[0].message
+
+
+def test_starlette_routes_and_add_api_route_are_routes_too(tmp_path):
+    write(
+        tmp_path,
+        {
+            "app.py": """
+        from fastapi import FastAPI
+        from starlette.applications import Starlette
+        from starlette.responses import JSONResponse
+        from starlette.routing import Route
+
+        def health(request):
+            return JSONResponse({"ok": True})
+
+        async def ping(request):
+            async with request.app.state.engine.connect() as conn:
+                await conn.execute("SELECT 1")
+            return JSONResponse({"ok": True})
+
+        app = Starlette(routes=[Route("/health", health), Route("/ready", endpoint=ping)])
+        api = FastAPI()
+        api.add_api_route("/ping", ping)
+    """
+        },
+    )
+    assert found(tmp_path) == [("app.py", 6, "LS104"), ("app.py", 11, "LS105")]

@@ -270,37 +270,57 @@ def _router_prefixes(module: Module) -> dict[str, str]:
     return prefixes
 
 
+def _registered_routes(module: Module) -> Iterator[tuple[str, Function]]:
+    """``Route("/health", health)`` (Starlette) and ``app.add_api_route("/health", health)``."""
+    by_name = {f.node.name: f for f in module.functions.values() if not f.class_name}
+    for call in module.all_calls:
+        func = call.func
+        name = func.attr if isinstance(func, ast.Attribute) else getattr(func, "id", "")
+        if name not in ("Route", "add_api_route", "add_route") or not call.args:
+            continue
+        path = call.args[0]
+        endpoint = call.args[1] if len(call.args) > 1 else _keyword(call, "endpoint")
+        if not (isinstance(path, ast.Constant) and isinstance(path.value, str)):
+            continue
+        if isinstance(endpoint, ast.Name) and endpoint.id in by_name:
+            yield path.value, by_name[endpoint.id]
+
+
+def _all_routes(module: Module) -> Iterator[tuple[str, Function]]:
+    for function in module.functions.values():
+        if not function.class_name:
+            for path in _route_paths(module, function):
+                yield path, function
+    yield from _registered_routes(module)
+
+
 def _routes(module: Module, graph: CallGraph, facts: Facts) -> Iterator[Finding]:
     """LS104 and LS105 on liveness routes; every route goes into ``facts``."""
-    for function in module.functions.values():
-        if function.class_name:
+    for path, function in _all_routes(module):
+        chain = graph.first(function)
+        node = function.node
+        where = Where(module.rel, node.lineno, node.col_offset + 1)
+        facts.routes.append(Route(path, node.name, function.is_async, where, chain))
+        if not is_liveness_path(path):
             continue
-        for path in _route_paths(module, function):
-            live = is_liveness_path(path)
-            chain = graph.first(function)
-            node = function.node
-            where = Where(module.rel, node.lineno, node.col_offset + 1)
-            facts.routes.append(Route(path, node.name, function.is_async, where, chain))
-            if not live:
-                continue
-            if not function.is_async:
-                yield _finding(
-                    module,
-                    node,
-                    "LS104",
-                    f"liveness route {path} is a plain def {node.name}: it queues for the "
-                    "thread pool behind the work it reports on",
-                )
-            if chain is not None:
-                via = f" via {chain.via()} ({chain.where[0]}:{chain.where[1]})"
-                yield _finding(
-                    module,
-                    chain.first.node,
-                    "LS105",
-                    f"liveness route {path} touches a dependency: {chain.site.what}"
-                    f"{via if chain.helpers else ''}; an outage of it would restart every "
-                    "replica",
-                )
+        if not function.is_async:
+            yield _finding(
+                module,
+                node,
+                "LS104",
+                f"liveness route {path} is a plain def {node.name}: it queues for the "
+                "thread pool behind the work it reports on",
+            )
+        if chain is not None:
+            via = f" via {chain.via()} ({chain.where[0]}:{chain.where[1]})"
+            yield _finding(
+                module,
+                chain.first.node,
+                "LS105",
+                f"liveness route {path} touches a dependency: {chain.site.what}"
+                f"{via if chain.helpers else ''}; an outage of it would restart every "
+                "replica",
+            )
 
 
 def _keyword(call: ast.Call, name: str) -> ast.expr | None:
