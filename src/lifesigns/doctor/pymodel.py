@@ -13,6 +13,8 @@ from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from .findings import Finding
+
 FunctionNode = ast.FunctionDef | ast.AsyncFunctionDef
 _BUILTINS = {"open", "input"}
 _NESTED = (ast.FunctionDef, ast.AsyncFunctionDef, ast.Lambda, ast.ClassDef)
@@ -356,6 +358,12 @@ class Project:
             return module.sync_objects[name]
         alias = module.aliases.get(name)
         return self.sync_object(alias) if alias and alias != target else None
+
+
+def finding(module: Module, node: ast.AST, code: str, message: str) -> Finding:
+    """A finding at ``node`` (its line and 1-based column) in ``module``."""
+    line = getattr(node, "lineno", 1)
+    return Finding(module.rel, line, getattr(node, "col_offset", 0) + 1, code, message)
 
 
 def parse(path: Path, rel: str, source: str) -> Module:
