@@ -7,10 +7,12 @@ orchestration; :data:`RULES` has each one's why and fix, and the README a table.
 
 Modules: :mod:`.findings` (what is reported), :mod:`.rules` (the catalogue),
 :mod:`.config` (``[tool.lifesigns.doctor]``), :mod:`.pymodel` and :mod:`.callgraph`
-(the Python index), :mod:`.blocking` (what blocks), :mod:`.pyrules`,
-:mod:`.dockerfile`, :mod:`.manifests`, :mod:`.commands`, :mod:`.containers`,
-:mod:`.shell`, :mod:`.suppress` (inline ignores), :mod:`.engine` (one pass),
-:mod:`.output` (text, JSON, SARIF).
+(the Python index and the bounded call graph), :mod:`.blocking` (what blocks),
+:mod:`.pyrules` with :mod:`.pytasks`, :mod:`.pyroutes`, :mod:`.pyengines`,
+:mod:`.pyimports` (with :mod:`.declared`) and :mod:`.pyfacts`; :mod:`.dockerfile`,
+:mod:`.manifests`, :mod:`.commands`, :mod:`.containers`, :mod:`.shell`;
+:mod:`.suppress` (inline ignores), :mod:`.engine` (one pass), :mod:`.output` (text,
+JSON, SARIF).
 """
 
 from __future__ import annotations
