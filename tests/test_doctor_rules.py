@@ -488,3 +488,18 @@ def test_starlette_routes_and_add_api_route_are_routes_too(tmp_path):
         },
     )
     assert found(tmp_path) == [("app.py", 6, "LS104"), ("app.py", 11, "LS105")]
+
+
+def test_a_flag_is_reported_on_the_instruction_that_carries_it(tmp_path):
+    write(
+        tmp_path,
+        {
+            "Dockerfile": """
+        FROM python:3.12-slim
+        HEALTHCHECK CMD lifesigns probe http://127.0.0.1:8000/livez --timeout 4
+        ENTRYPOINT ["gunicorn", "-k", "uvicorn.workers.UvicornWorker"]
+        CMD ["app:app", "--timeout=0"]
+    """
+        },
+    )
+    assert found(tmp_path) == [("Dockerfile", 4, "LS203")]

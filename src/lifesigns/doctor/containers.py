@@ -54,6 +54,7 @@ def record_commands(scan: Scan, facts: Facts) -> None:
                     commands.workers(words, dockerfile.env),
                     1,
                     tuple(dockerfile.env.items()),
+                    tuple((c.tokens, Where(dockerfile.rel, c.line)) for c in dockerfile.commands),
                 )
             )
             if "LIFESIGNS_SIDE_PORT" in dockerfile.env and facts.side_port is None:
@@ -108,17 +109,19 @@ def _server_commands(facts: Facts) -> Iterator[Finding]:
         where, words = command.where, command.tokens
         flag = commands.reload_flag(words)
         if flag and not development_file(where.path):
+            at = command.line_of("--reload", "dev")
             yield _find(
-                where.path,
-                where.line,
+                at.path,
+                at.line,
                 "LS201",
                 f"{flag} in the production command: a reloader restarts the worker on "
                 "any file change and runs a single process",
             )
         if commands.gunicorn_timeout_zero(words):
+            at = command.line_of("--timeout", "-t")
             yield _find(
-                where.path,
-                where.line,
+                at.path,
+                at.line,
                 "LS203",
                 "gunicorn --timeout 0: the arbiter never kills a frozen worker",
             )

@@ -55,6 +55,14 @@ class ServerCommand:
     workers: int
     replicas: int
     env: tuple[tuple[str, str], ...] = ()
+    parts: tuple[tuple[tuple[str, ...], Where], ...] = ()  # Dockerfile: ENTRYPOINT, CMD
+
+    def line_of(self, *flags: str) -> Where:
+        """Where the part holding any of ``flags`` is (the command's start otherwise)."""
+        for words, where in self.parts:
+            if any(w == f or w.startswith(f + "=") for w in words for f in flags):
+                return where
+        return self.where
 
 
 @dataclass
