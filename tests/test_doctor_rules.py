@@ -503,3 +503,23 @@ def test_a_flag_is_reported_on_the_instruction_that_carries_it(tmp_path):
         },
     )
     assert found(tmp_path) == [("Dockerfile", 4, "LS203")]
+
+
+def test_the_server_command_inside_an_entrypoint_script(tmp_path):
+    write(
+        tmp_path,
+        {
+            "Dockerfile": """
+            FROM python:3.12-slim
+            COPY start.sh /start.sh
+            CMD ["/start.sh"]
+        """,
+            "start.sh": """
+            #!/bin/sh
+            # uvicorn app:app --reload   (a comment: not run)
+            alembic upgrade head
+            exec uvicorn app:app --host 0.0.0.0 --reload
+        """,
+        },
+    )
+    assert found(tmp_path) == [("start.sh", 4, "LS201")]

@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import re
 from collections.abc import Iterator
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 from . import commands
 from .config import DoctorConfig
@@ -35,6 +35,21 @@ class Scan:
 
     dockerfiles: list[Dockerfile]
     services: list[Service]
+    scripts: dict[str, tuple[str, list[str]]] = field(default_factory=dict)  # name: rel, lines
+
+    def script_servers(self, words: tuple[str, ...]) -> list[tuple[tuple[str, ...], Where]]:
+        """Server commands inside the shell scripts a command runs (``CMD ["./start.sh"]``)."""
+        found = []
+        for word in words:
+            script = self.scripts.get(word.rsplit("/", 1)[-1]) if word.endswith(".sh") else None
+            if script is None:
+                continue
+            rel, lines = script
+            for number, line in enumerate(lines, start=1):
+                tokens = commands.tokens(line.split(" #")[0]) if line.strip() else ()
+                if tokens and not tokens[0].startswith("#") and commands.is_server(tokens):
+                    found.append((tokens, Where(rel, number)))
+        return found
 
 
 def _find(path: str, line: int, code: str, message: str) -> Finding:
@@ -57,11 +72,25 @@ def record_commands(scan: Scan, facts: Facts) -> None:
                     tuple((c.tokens, Where(dockerfile.rel, c.line)) for c in dockerfile.commands),
                 )
             )
-            if "LIFESIGNS_SIDE_PORT" in dockerfile.env and facts.side_port is None:
-                facts.side_port = Where(dockerfile.rel, dockerfile.env_lines["LIFESIGNS_SIDE_PORT"])
+        else:
+            words = tuple(t for c in dockerfile.commands for t in c.tokens)
+            for tokens, where in scan.script_servers(words):
+                env = dockerfile.env
+                facts.commands.append(
+                    ServerCommand(tokens, where, commands.workers(tokens, env), 1,
+                                  tuple(env.items()))
+                )  # fmt: skip
+        if "LIFESIGNS_SIDE_PORT" in dockerfile.env and facts.side_port is None:
+            facts.side_port = Where(dockerfile.rel, dockerfile.env_lines["LIFESIGNS_SIDE_PORT"])
     for service in scan.services:
         if service.max_connections is not None:
             facts.max_connections = (service.max_connections, Where(service.rel, service.line))
+        for tokens, where in scan.script_servers(service.tokens):
+            env = service.env
+            facts.commands.append(
+                ServerCommand(tokens, where, commands.workers(tokens, env), service.replicas,
+                              tuple(env.items()))
+            )  # fmt: skip
         if service.command and commands.is_server(service.tokens):
             facts.commands.append(
                 ServerCommand(

@@ -171,6 +171,7 @@ def diagnose(paths: list[Path], config: DoctorConfig) -> Report:
             scan.services += manifests.parse(path, rel, text)
         elif kind == "shell":
             shell_findings += shell.check(rel, text)
+            scan.scripts.setdefault(path.name, (rel, lines))
     project.declared = declared.read(dict.fromkeys(declarations))
     facts = report.facts
     findings = pyrules.check(project, config, facts)
