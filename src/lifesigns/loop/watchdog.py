@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import Any
 
+from .._frames import FrameClassifier
 from ..http.requests import RequestTracker
 from .classify import CpuMeter, CpuSample, Evidence, GcClock, StallClass, classify
 from .faulthandler_guard import GilGuard
@@ -59,8 +60,10 @@ class Watchdog:
         ticks: list[Tick] | None = None,
         max_samples: int = 12,
         max_interval: float = 30.0,
+        classifier: FrameClassifier | None = None,
     ) -> None:
         self.heartbeat = heartbeat
+        self.classifier = classifier
         self.threshold = threshold
         self.emit = emit
         self.gil_guard = gil_guard
@@ -155,7 +158,7 @@ class Watchdog:
         for i in range(_QUICK_SAMPLES):
             if i and (self._stop.wait(_QUICK_GAP) or self.heartbeat.last != last):
                 break
-            stack, blocker = thread_stack(self.heartbeat.thread_id)
+            stack, blocker = thread_stack(self.heartbeat.thread_id, classifier=self.classifier)
             if gil_stacks is None or not samples:
                 samples.append(StallSample(time.monotonic(), stack, blocker))
         after = self._meter.sample()
@@ -201,7 +204,7 @@ class Watchdog:
 
     def _resample(self, stall: StallReport, now: float) -> None:
         assert self._meter is not None
-        stack, blocker = thread_stack(self.heartbeat.thread_id)
+        stack, blocker = thread_stack(self.heartbeat.thread_id, classifier=self.classifier)
         if self.heartbeat.last != stall.began:
             return  # the loop moved on while we looked: the sample would mislead
         report = stall.with_sample(StallSample(now, stack, blocker), self.max_samples)
