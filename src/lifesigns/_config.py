@@ -13,6 +13,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any, Final, TypeVar
 
+from ._frames import parse_app_packages
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -181,6 +182,7 @@ class Settings:
     deadline: float | None = None
     watchdog: bool = True
     memory: bool = True
+    app_packages: tuple[str, ...] = ()  # why: lifesigns._frames docstring
 
     def __repr__(self) -> str:
         shown = []
@@ -226,6 +228,13 @@ def _optional_port(name: str, value: object, *, from_env: bool = False) -> int |
     return None if value is None else port(name, value, from_env=from_env)
 
 
+def _app_packages(name: str, value: object, *, from_env: bool = False) -> tuple[str, ...]:
+    try:
+        return parse_app_packages(value, where=_source(name, from_env))
+    except ValueError as error:
+        raise ConfigError(str(error)) from None
+
+
 def _paths(value: object) -> Mapping[str, str | None]:
     if value is UNSET or value is None:
         return {}
@@ -264,6 +273,7 @@ _OPTIONS: dict[str, tuple[Callable[..., Any], dict[str, Any]]] = {
     "drain_delay": (seconds, {"allow_zero": True, "maximum": 3600.0}),
     "termination_grace": (seconds, {"maximum": 86_400.0}),
     "deadline": (_optional_seconds, {}),
+    "app_packages": (_app_packages, {}),
 }
 """Every option but ``paths``: its validator and the validator's bounds.
 

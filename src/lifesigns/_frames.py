@@ -216,16 +216,22 @@ _IDENTIFIER = re.compile(r"[A-Za-z_]\w*(?:\.[A-Za-z_]\w*)*\Z")
 _LOAD_TARGET = re.compile(r"([A-Za-z_]\w*)(?:\.[A-Za-z_]\w*)*:[A-Za-z_][\w.]*(?:\(\))?\Z")
 
 
-def parse_app_packages(
-    value: str | Iterable[str] | None, *, where: str = "app_packages"
-) -> tuple[str, ...]:
+def parse_app_packages(value: object, *, where: str = "app_packages") -> tuple[str, ...]:
     """Validate package names (``"app, worker"`` or ``["app", "worker"]``) into a tuple.
 
     Raises :class:`ValueError` naming ``where``, the bad name and what is allowed.
     """
     if value is None:
         return ()
-    names = value.split(",") if isinstance(value, str) else list(value)
+    if isinstance(value, str):
+        names: list[object] = list(value.split(","))
+    elif isinstance(value, Iterable) and not isinstance(value, bytes | Mapping):
+        names = list(value)
+    else:
+        raise ValueError(
+            f"{where}={value!r} is not a list of packages; allowed: names such as "
+            "['app', 'myservice.api'] or the text 'app,myservice.api'"
+        )
     result: list[str] = []
     for name in names:
         if not isinstance(name, str):
