@@ -88,7 +88,7 @@ class SiteCapture:
         """
         ranks = self._ranks
         rank_of = self.kind
-        depth = self.depth
+        left = self.depth
         own: list[RawFrame] = []
         fallback: list[RawFrame] = []
         f: FrameType | None = sys._getframe(skip + 1)
@@ -107,12 +107,14 @@ class SiteCapture:
             rank = ranks.get(code.co_filename)
             if rank is None:
                 rank = rank_of(code.co_filename)
-            if rank == OWN:
-                own.append((code, f.f_lasti))
-                if len(own) >= depth:
-                    break
-            elif rank and not own and len(fallback) < depth:
-                fallback.append((code, f.f_lasti))
+            if rank:
+                if rank == OWN:
+                    own.append((code, f.f_lasti))
+                    left -= 1
+                    if not left:
+                        break
+                elif not own and len(fallback) < self.depth:
+                    fallback.append((code, f.f_lasti))
             f = f.f_back
         return tuple(own or fallback)
 
