@@ -483,9 +483,14 @@ def default_classifier() -> FrameClassifier:
     """The classifier built from the environment (``LIFESIGNS_APP_PACKAGES``), made once.
 
     Layers use it when their host passes none; a host with ``app_packages`` builds its
-    own :class:`FrameClassifier` and passes it in.
+    own :class:`FrameClassifier` and passes it in. A malformed variable is refused
+    loudly by the settings (:class:`~lifesigns.errors.ConfigError` when ``Lifesigns`` is
+    built); here, deep in a checkout or the watchdog thread, it is ignored instead.
     """
-    return FrameClassifier()
+    try:
+        return FrameClassifier()
+    except ValueError:
+        return FrameClassifier(env={})
 
 
 # -- walking -----------------------------------------------------------------------
