@@ -46,13 +46,15 @@ def attach(
     window: float | object = UNSET,
     threshold: float | object = UNSET,
     trace_seconds: float | object = UNSET,
+    trace_every: float | object = UNSET,
 ) -> MemoryMonitor:
     """Give ``signs`` a memory monitor (idempotent; before the lifespan starts).
 
     Each option may come from ``LIFESIGNS_MEMORY_<NAME>``: ``interval`` seconds between
     samples (10), ``window`` seconds the slope is fitted over (600), ``threshold`` MB/min
     of steady RSS growth that makes a leak suspected (1), ``trace_seconds`` of the
-    on-demand tracemalloc box (30).
+    tracemalloc box (30), ``trace_every`` seconds between two boxes opened
+    unasked on leak suspicion (900).
     """
     monitor = _attached.get(signs)
     if monitor is not None:
@@ -63,6 +65,7 @@ def attach(
         window=_config.resolve("memory_window", window, 600.0, _positive),
         threshold=_config.resolve("memory_threshold", threshold, 1.0, _positive),
         trace_seconds=_config.resolve("memory_trace_seconds", trace_seconds, 30.0, _positive),
+        trace_every=_config.resolve("memory_trace_every", trace_every, 900.0, _positive),
     )
     signs.add_component(monitor)
     signs.check("memory", monitor.check, critical=False, timeout=0.5, component_type="system")
