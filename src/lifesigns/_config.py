@@ -611,6 +611,13 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         "memory",
         "length of the on-demand tracemalloc box (`/debug/memory-trace`)",
     ),
+    Option(
+        "memory_trace_every",
+        900.0,
+        Seconds(maximum=86_400.0),
+        "memory",
+        "seconds between two tracemalloc boxes lifesigns opens by itself on leak suspicion",
+    ),
     # drain
     Option(
         "drain_delay",
@@ -801,6 +808,7 @@ class Settings:
     memory_window: float = 600.0
     memory_threshold: float = 1.0
     memory_trace_seconds: float = 30.0
+    memory_trace_every: float = 900.0
     drain_delay: float = 5.0
     termination_grace: float = 30.0
     deadline: float | None = None

@@ -481,6 +481,11 @@ class Lifesigns:
             )
         router.lifespan_context = self.wrap_lifespan(router.lifespan_context)
         app.add_middleware(LifesignsMiddleware, signs=self)
+        if self.settings.memory:
+            from . import memory
+
+            # What the application keeps on app.state is a root of the container census.
+            memory.attach(self).add_root("app.state", lambda: app.state)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
