@@ -2,10 +2,15 @@
 
 SQLAlchemy's pool events feed it (``connect``, ``checkout``, ``checkin``, ``detach``,
 ``invalidate``); each checked-out connection gets a :class:`Holder` carrying when it
-was taken, its checkout site (see :mod:`lifesigns.db.sites`), what took it (the request's
-route and id, else the asyncio task's name, else the thread's) and the PostgreSQL backend
-pid of the connection. Holders are dropped at checkin: the registry never keeps a
-connection, a record or a holder beyond its checkout.
+was taken, its checkout site (see :mod:`lifesigns.db.sites`), what took it (its *owner*:
+the request, else the asyncio task and its coroutine, else the thread) and the PostgreSQL
+backend pid of the connection. Holders are dropped at checkin: the registry never keeps
+a connection, a record or a holder beyond its checkout.
+
+An owner that has finished while its connection is still checked out is the surest sign
+of a leak there is, whatever the connection's age: :meth:`Holder.owner_ended` says when
+and how it ended (the request's status or exception, the task's exception), read from
+the request record the edge keeps (``status``, ``error``, ``ended``) or from the task.
 
 The listeners run inside the application's checkout and checkin, in its threads and
 SQLAlchemy's greenlets: they never block, await, log or do I/O, and never raise (an
@@ -24,18 +29,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
-from ..http.requests import RequestInfo, current_request
 from .bulkhead import current_bulkhead
 from .pool_metrics import HOLD_BUCKETS, WAIT_BUCKETS, LightHistogram
 from .sites import RawFrame, SiteCapture, format_frame, format_site
@@ -46,6 +52,53 @@ _PID_KEY = "lifesigns.backend_pid"
 _NO_PID = -1
 # Unlike asyncio.get_running_loop(), returns None instead of raising when there is none.
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+_THREAD_NUMBER = re.compile(r"[-_ ]?\(?\d+\)?$")
+
+
+class OwnerRequest(Protocol):
+    """What the pool reads of a request in flight (the edge's ``RequestInfo`` is one).
+
+    Optionally also ``status`` (the response's status code), ``error`` (the exception
+    type that ended it) and ``ended`` (``time.monotonic()`` when it ended), read with
+    ``getattr``: without them, leaks are found by age alone.
+    """
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def route(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+CurrentRequest = Callable[[], OwnerRequest | None]
+"""Returns the request the calling code serves (a context variable's ``get``)."""
+
+
+def request_outcome(request: object) -> str:
+    """``ended with status 404``, ``raised KeyError (status 500)``, ``ended``."""
+    status = getattr(request, "status", None)
+    error = getattr(request, "error", None)
+    if error:
+        return f"raised {error}" + (f" (status {status})" if status else "")
+    if status:
+        return f"ended with status {status}"
+    return "ended without a response"
+
+
+def task_outcome(task: asyncio.Task[Any] | None) -> str | None:
+    """How a finished task ended, or ``None`` while it runs."""
+    if task is None:
+        return "ended"
+    if not task.done():
+        return None
+    if task.cancelled():
+        return "was cancelled"
+    # Read, not task.exception(): that would mark it retrieved and silence asyncio's own
+    # "Task exception was never retrieved" report.
+    error = getattr(task, "_exception", None)
+    return f"raised {type(error).__name__}" if error is not None else "returned"
 
 
 def backend_pid(dbapi_connection: Any) -> int | None:
@@ -77,7 +130,7 @@ class Holder:
     number: int
     taken: float
     frames: tuple[RawFrame, ...]
-    request: RequestInfo | None
+    request: OwnerRequest | None
     task: str | None
     thread: str | None
     bulkhead: str | None
@@ -85,6 +138,10 @@ class Holder:
     full_stack: tuple[RawFrame, ...] | None = None
     leak_reported: bool = False
     invalidated: bool = False
+    coroutine: str | None = None
+    task_ref: weakref.ref[asyncio.Task[Any]] | None = None
+    owner_seen_ended: float | None = None
+    leak_kind: str | None = None
 
     @property
     def site(self) -> str:
@@ -100,9 +157,42 @@ class Holder:
             return f"task {self.task}"
         return f"thread {self.thread or '?'}"
 
+    @property
+    def group(self) -> str:
+        """What holders are grouped by: ``GET /orders/{id}``, ``task refresh.<locals>.run``,
+        ``thread batch`` (one line for forty worker threads, not forty lines)."""
+        request = self.request
+        if request is not None:
+            return f"{request.method} {request.route}"
+        if self.task is not None:
+            return f"task {self.coroutine or self.task}"
+        return f"thread {_THREAD_NUMBER.sub('', self.thread or '?') or self.thread}"
+
+    def owner_ended(self, now: float | None = None) -> tuple[float, str] | None:
+        """When (monotonic) and how the owner ended, or ``None`` while it still runs.
+
+        A request's end is its own record's; a task's is when it was first seen done.
+        A thread is never seen to end (pool threads outlive their work).
+        """
+        request = self.request
+        if request is not None:
+            ended = getattr(request, "ended", None)
+            if not isinstance(ended, float):
+                return None
+            return ended, f"{request.describe()} {request_outcome(request)}"
+        ref = self.task_ref
+        if ref is None:
+            return None
+        how = task_outcome(ref())
+        if how is None:
+            return None
+        if self.owner_seen_ended is None:
+            self.owner_seen_ended = time.monotonic() if now is None else now
+        return self.owner_seen_ended, f"{self.owner} {how}"
+
     def age(self, now: float | None = None) -> float:
-        """Seconds since checkout."""
-        return (time.monotonic() if now is None else now) - self.taken
+        """Seconds since checkout (never negative: one monotonic clock)."""
+        return max(0.0, (time.monotonic() if now is None else now) - self.taken)
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """JSON-ready data (already free of secrets: sites, names and ids only)."""
@@ -113,16 +203,23 @@ class Holder:
             "site": self.site,
             "stack": [format_frame(f) for f in self.frames],
             "owner": self.owner,
+            "group": self.group,
             "route": request.route if request else None,
             "method": request.method if request else None,
-            "request_id": request.request_id if request else None,
-            "endpoint": request.endpoint if request else None,
+            "request_id": getattr(request, "request_id", None),
+            "endpoint": getattr(request, "endpoint", None),
             "task": self.task,
+            "coroutine": self.coroutine,
             "thread": self.thread,
             "bulkhead": self.bulkhead,
             "backend_pid": self.backend_pid,
             "leak_reported": self.leak_reported,
         }
+        if self.leak_kind is not None:
+            data["leak_kind"] = self.leak_kind
+        ended = self.owner_ended(now)
+        if ended is not None:
+            data["owner_ended"] = ended[1]
         if self.invalidated:
             data["invalidated"] = True
         if self.full_stack is not None:
@@ -147,9 +244,11 @@ class HolderRegistry:
         high_water: float = 0.9,
         low_water: float = 0.5,
         recent: int = 2048,
+        current_request: CurrentRequest | None = None,
     ) -> None:
         self.engine = engine
         self.sites = sites
+        self.current_request: CurrentRequest = current_request or _no_request
         self.high_water = high_water
         self.low_water = low_water
         self.holders: dict[int, Holder] = {}
@@ -157,7 +256,9 @@ class HolderRegistry:
         self.wait_histogram = LightHistogram(WAIT_BUCKETS)
         self.hold_histogram = LightHistogram(HOLD_BUCKETS)
         self.recent_holds: deque[float] = deque(maxlen=recent)
-        self.recent_waits: deque[float] = deque(maxlen=recent)
+        # (monotonic time the wait ended, seconds waited): the pressure check's window.
+        self.recent_waits: deque[tuple[float, float]] = deque(maxlen=recent)
+        self.timeout_times: deque[float] = deque(maxlen=256)
         self.returned: deque[tuple[Holder, float]] = deque(maxlen=256)
         self.timeouts = 0
         self.internal_errors = 0
@@ -245,9 +346,10 @@ class HolderRegistry:
                 raise
             finally:
                 pending.pop(token, None)
-            waited = clock() - start
+            end = clock()
+            waited = end - start
             waits.observe(waited)
-            recent.append(waited)
+            recent.append((end, waited))
             return record
 
         pool._do_get = _do_get  # type: ignore[method-assign]
@@ -294,13 +396,17 @@ class HolderRegistry:
             sites = self.sites
             frames = sites.capture(1)
             full = sites.capture_full(1) if sites.full_stacks and sites.sample_full() else None
-            request = current_request.get()
-            task = thread = None
+            request = self.current_request()
+            task = thread = coroutine = None
+            task_ref = None
             if request is None:
                 loop = _get_running_loop()
                 if loop is not None:
                     running = asyncio.current_task(loop)
-                    task = running.get_name() if running is not None else None
+                    if running is not None:
+                        task = running.get_name()
+                        task_ref = weakref.ref(running)
+                        coroutine = getattr(running.get_coro(), "__qualname__", None)
                 else:
                     thread = threading.current_thread().name
             info = record.info
@@ -317,6 +423,8 @@ class HolderRegistry:
                 current_bulkhead.get(),
                 pid if pid != _NO_PID else None,
                 full,
+                coroutine=coroutine,
+                task_ref=task_ref,
             )
             holders = self.holders
             holders[id(record)] = holder
@@ -370,9 +478,10 @@ class HolderRegistry:
 
     def _timed_out(self, waited: float) -> None:
         try:
+            now = time.monotonic()
             with self._counter_lock:
                 self.timeouts += 1
-            now = time.monotonic()
+                self.timeout_times.append(now)
             if self.saturated_since is None:
                 self.saturated_since = now - waited
             if not self.episode_open:
@@ -405,19 +514,35 @@ class HolderRegistry:
         if counter is not None and self.capacity is not None:
             value = counter()
             if isinstance(value, int):
-                return value
+                return max(0, min(value, self.capacity))
         return len(self.holders)
 
     def current(self) -> list[Holder]:
         """Every holder now, oldest first (safe from any thread)."""
         return sorted(self.holders.values(), key=lambda h: h.taken)
 
+    @property
+    def pool_timeout(self) -> float | None:
+        """The pool's ``pool_timeout`` (seconds a checkout waits before it fails)."""
+        timeout = getattr(self._pool, "timeout", None)
+        if callable(timeout):
+            try:
+                value = timeout()
+            except Exception:
+                return None
+            return float(value) if isinstance(value, int | float) else None
+        return None
+
     def waiting(self) -> tuple[int, float]:
         """Checkouts waiting now, and how long the oldest has waited (seconds)."""
         starts = list(self.pending.values())
         if not starts:
             return 0, 0.0
-        return len(starts), time.monotonic() - min(starts)
+        return len(starts), max(0.0, time.monotonic() - min(starts))
+
+
+def _no_request() -> None:
+    return None
 
 
 def pool_capacity(pool: Pool) -> int | None:
@@ -450,6 +575,11 @@ def pool_figures(pool: Pool) -> dict[str, Any]:
                 continue
     capacity = pool_capacity(pool)
     figures["capacity"] = capacity
+    out = figures.get("checked_out")
+    if capacity is not None and isinstance(out, int):
+        # QueuePool counts a connection being opened as checked out, and an overflow
+        # slot can be counted before it is refused: never more borrowed than there are.
+        figures["checked_out"] = max(0, min(out, capacity))
     max_overflow = getattr(pool, "_max_overflow", None)
     if isinstance(max_overflow, int):
         figures["max_overflow"] = max_overflow

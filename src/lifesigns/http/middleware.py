@@ -6,7 +6,7 @@ from typing import TYPE_CHECKING
 
 from .deadline import DeadlineMiddleware
 from .probes import ProbeEndpoints
-from .responses import ASGIApp, Receive, Scope, Send
+from .responses import ASGIApp, Message, Receive, Scope, Send
 
 if TYPE_CHECKING:
     from ..core import Lifesigns
@@ -41,7 +41,16 @@ class LifesignsMiddleware:
             await handler(scope, send)
             return
         info = self.requests.begin(scope)
+
+        async def send_recording_status(message: Message) -> None:
+            if message["type"] == "http.response.start":
+                info.status = message["status"]
+            await send(message)
+
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, receive, send_recording_status)
+        except BaseException as exc:
+            info.error = type(exc).__name__
+            raise
         finally:
             self.requests.end(info)

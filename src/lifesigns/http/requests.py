@@ -32,6 +32,11 @@ class RequestInfo:
     started: float = field(default_factory=time.monotonic)
     scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
     task_id: int = field(default=0, repr=False)
+    # How it ended, for layers that judge what outlives a request (the pool's leaks):
+    # the response status, the exception type that escaped, time.monotonic() at the end.
+    status: int | None = field(default=None, repr=False)
+    error: str | None = field(default=None, repr=False)
+    ended: float | None = field(default=None, repr=False)
 
     @property
     def route(self) -> str:
@@ -101,6 +106,7 @@ class RequestTracker:
 
     def end(self, info: RequestInfo) -> None:
         """Record a request leaving."""
+        info.ended = time.monotonic()
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
