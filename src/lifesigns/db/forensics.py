@@ -434,8 +434,13 @@ def pools_of(host: Host) -> list[PoolForensics]:
 
 
 def _task_request(host: Host) -> CurrentRequest:
-    """Without the edge's context variable: the request of the running task, if any."""
+    """The request tracker's ``current()`` where it has one (the edge's reads its context
+    variable, seen in worker threads too), else the request of the running task."""
     requests = host.requests
+    current_of_tracker = getattr(requests, "current", None)
+    if callable(current_of_tracker):
+        found: CurrentRequest = current_of_tracker
+        return found
 
     def current() -> Any:
         try:
@@ -494,8 +499,8 @@ def attach(
     * ``replicas`` (*env*): how many copies of this process run, for the sizing check
       against ``max_connections``.
     * ``current_request``: returns the request the calling code serves (the edge's
-      context variable, passed in by the assembler); by default the request of the
-      running task, through ``host.requests``.
+      context variable, passed in by the assembler); by default ``host.requests``'s
+      ``current()``, else the request of the running task.
 
     Attaching again to the same engine with the same settings returns the same
     forensics; with other settings raises :class:`~lifesigns.errors.ConfigError`

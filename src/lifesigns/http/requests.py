@@ -118,6 +118,10 @@ class RequestTracker:
     def __len__(self) -> int:
         return len(self._active)
 
+    def current(self) -> RequestInfo | None:
+        """The request the calling code serves, in any thread it runs in (or ``None``)."""
+        return current_request.get()
+
     def for_task(self, task: asyncio.Task[Any] | None) -> RequestInfo | None:
         """The request ``task`` serves, if it is one still in flight."""
         if task is None:
