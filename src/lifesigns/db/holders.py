@@ -431,6 +431,10 @@ class HolderRegistry:
             # The registry's own count: the pool's checkedout() takes a lock. Connections
             # checked out before install() are not counted until refresh() sees them.
             out = len(holders)
+            if out == 1:
+                # The forensics thread sleeps long while nothing is out; from now on it
+                # scans often, so that a connection left behind by its owner is seen.
+                self.wake.set()
             if out > self.peak:
                 self.peak = out
             capacity = self.capacity
