@@ -112,7 +112,12 @@ class SaturationCheck:
         registry = self.registry
         now = time.monotonic() if now is None else now
         since = now - WINDOW
-        waits = [w for t, w in list(registry.recent_waits) if t >= since]
+        samples = [(t, w) for t, w in list(registry.recent_waits) if t >= since]
+        waits = [w for _, w in samples]
+        # The ring keeps the latest checkouts only: under heavy traffic it spans less
+        # than the window, and the figures say over how long they were measured.
+        full = len(registry.recent_waits) == registry.recent_waits.maxlen
+        span = now - samples[0][0] if samples and full else WINDOW
         timeouts = sum(1 for t in list(registry.timeout_times) if t >= since)
         waiting, oldest = registry.waiting()
         p95 = _p95(waits)
@@ -122,7 +127,7 @@ class SaturationCheck:
             "waiting": waiting,
             "oldest_wait_s": round(oldest, 3),
             "pool_timeout_s": registry.pool_timeout,
-            "window_s": WINDOW,
+            "window_s": round(min(WINDOW, span), 1),
             "checkouts_in_window": len(waits),
             "wait_p95_s": None if p95 is None else round(p95, 3),
             "wait_max_s": round(max(waits), 3) if waits else None,

@@ -23,6 +23,9 @@ from .holders import Holder
 from .server_view import Backend
 from .sites import format_frame
 
+MAX_LISTED = 8
+"""Holders a snapshot lists one by one (the oldest); the rest are in its groups."""
+
 
 class ExhaustionSnapshots:
     """Words the snapshot of each episode and keeps the last few for the dump."""
@@ -61,17 +64,23 @@ class ExhaustionSnapshots:
             + f"; {len(ordered)} holders:"
         ]
         entries = []
-        for holder in ordered:
+        for index, holder in enumerate(ordered):
             backend = backends.get(holder.backend_pid or 0)
             server = backend.describe() if backend is not None else (note or "no server view")
             held = "returned since" if holder.number in gone else f"held {holder.age(now):.1f} s"
-            lines.append(
-                f"  #{holder.number} {held} by {holder.owner} at {holder.site}"
-                + (f" [bulkhead {holder.bulkhead}]" if holder.bulkhead else "")
-            )
-            for frame in holder.frames[1:3]:
-                lines.append(f"      from {format_frame(frame)}")
-            lines.append(f"      server: {server}")
+            if index < MAX_LISTED:
+                lines.append(
+                    f"  #{holder.number} {held} by {holder.owner} at {holder.site}"
+                    + (f" [bulkhead {holder.bulkhead}]" if holder.bulkhead else "")
+                )
+                for frame in holder.frames[1:3]:
+                    lines.append(f"      from {format_frame(frame)}")
+                lines.append(f"      server: {server}")
+            elif index == MAX_LISTED:
+                lines.append(
+                    f"  ... {len(ordered) - MAX_LISTED} more holders, grouped below "
+                    "(each of them in /debug/pool)"
+                )
             entry = holder.as_dict(now)
             if holder.number in gone:
                 entry["returned_since"] = True
