@@ -233,7 +233,8 @@ class HolderRegistry:
     ``high_water`` (a fraction of capacity) and ``low_water`` bound an exhaustion
     episode: it opens when checked-out connections reach ``high_water`` or a checkout
     times out, and closes once they fall to ``low_water``; :attr:`wake` is set when one
-    opens, and when a connection reported as leaked comes back.
+    opens, when a connection reported as leaked comes back, and when the first
+    connection is checked out (the forensics thread then scans often, for leaks by owner).
     """
 
     def __init__(

@@ -20,7 +20,7 @@ dropped, so the next probe pings at once instead of serving a stale "ok" for
 
 from __future__ import annotations
 
-import logging
+import contextlib
 from dataclasses import dataclass
 from typing import Any
 
@@ -35,8 +35,6 @@ from ..startup import Dependency
 from .engine import WatchedEngine
 from .forensics import HasHost, PoolForensics, attach, host_of
 from .holders import CurrentRequest
-
-logger = logging.getLogger("lifesigns.pool")
 
 ENGINES_LAYER = "db.engines"
 
@@ -136,7 +134,9 @@ def attach_engine(
         critical=critical,
         component_type="datastore",
     )
-    host.add_component(_ProbeCloser(watched))
+    # Watched from inside a running lifespan: the connection closes with the process.
+    with contextlib.suppress(RuntimeError):
+        host.add_component(_ProbeCloser(watched))
     _expire_on_disconnect(host, watched, name)
     engines.by_name[name] = watched
     dependency = None

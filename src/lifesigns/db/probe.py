@@ -23,6 +23,7 @@ import threading
 from typing import Any
 
 from sqlalchemy import Engine, create_engine
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.ext.asyncio import AsyncEngine, create_async_engine
 from sqlalchemy.pool import AsyncAdaptedQueuePool, QueuePool
 
@@ -89,19 +90,29 @@ class ProbeConnection:
         stacking a second thread behind it.
         """
         side = self._side_engine()
-        if isinstance(side, AsyncEngine):
-            async with side.connect() as conn:
-                if self.guard:
-                    await conn.exec_driver_sql(self.guard)
-                await conn.exec_driver_sql(PING_SQL)
-            return
-        if self._stuck is not None and not self._stuck.done():
-            raise TimeoutError("the previous ping is still waiting for the database")
-        if executor is None:
-            raise RuntimeError("pinging a sync engine needs an executor")
-        future = executor.submit(_ping_sync, side, self.guard)
-        self._stuck = future
-        await asyncio.wrap_future(future)
+        try:
+            if isinstance(side, AsyncEngine):
+                async with side.connect() as conn:
+                    if self.guard:
+                        await conn.exec_driver_sql(self.guard)
+                    await conn.exec_driver_sql(PING_SQL)
+                return
+            if self._stuck is not None and not self._stuck.done():
+                raise TimeoutError("the previous ping is still waiting for the database")
+            if executor is None:
+                raise RuntimeError("pinging a sync engine needs an executor")
+            future = executor.submit(_ping_sync, side, self.guard)
+            self._stuck = future
+            await asyncio.wrap_future(future)
+        except sa_exc.TimeoutError:
+            # The one connection never came back (a ping cancelled at the worst moment):
+            # start afresh rather than wait for it at every probe.
+            with self._lock:
+                if self._side is side:
+                    self._side = None
+            raise TimeoutError(
+                "lifesigns' probe connection was still busy with an earlier ping"
+            ) from None
 
     async def close(self) -> None:
         """Close the probe connection (a later ping opens it again)."""
