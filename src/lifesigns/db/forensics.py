@@ -230,12 +230,23 @@ class PoolForensics:
         self.holders.remove()
 
     def _run(self) -> None:
-        wake = self.holders.wake
+        registry = self.holders
+        wake = registry.wake
+        interval = self.settings.scan_interval
+        busy_at = time.monotonic()
         first = True  # scan at once: the server's limits are known from the start
         while not self._stopping.is_set():
             if not first:
-                interval = self.settings.scan_interval
-                wake.wait(min(interval, OWNER_SCAN) if self.holders.holders else interval)
+                if registry.holders:
+                    busy_at = time.monotonic()
+                if time.monotonic() - busy_at < interval:
+                    wake.wait(min(interval, OWNER_SCAN))
+                else:
+                    # Idle for a whole interval: sleep long; the next checkout wakes us.
+                    registry.idle_sleep = True
+                    if not registry.holders:
+                        wake.wait(interval)
+                    registry.idle_sleep = False
             first = False
             wake.clear()
             if self._stopping.is_set():

@@ -233,8 +233,8 @@ class HolderRegistry:
     ``high_water`` (a fraction of capacity) and ``low_water`` bound an exhaustion
     episode: it opens when checked-out connections reach ``high_water`` or a checkout
     times out, and closes once they fall to ``low_water``; :attr:`wake` is set when one
-    opens, when a connection reported as leaked comes back, and when the first
-    connection is checked out (the forensics thread then scans often, for leaks by owner).
+    opens, when a connection reported as leaked comes back, and at the first checkout
+    while the forensics thread sleeps long (it then scans often, for leaks by owner).
     """
 
     def __init__(
@@ -266,6 +266,7 @@ class HolderRegistry:
         self.peak = 0
         self.saturated_since: float | None = None
         self.wake = threading.Event()
+        self.idle_sleep = False  # the forensics thread's long sleep: the next checkout wakes it
         self.episode_open = False
         self.episode_trigger: str | None = None
         self.episode_started: float | None = None
@@ -432,9 +433,10 @@ class HolderRegistry:
             # The registry's own count: the pool's checkedout() takes a lock. Connections
             # checked out before install() are not counted until refresh() sees them.
             out = len(holders)
-            if out == 1:
-                # The forensics thread sleeps long while nothing is out; from now on it
+            if self.idle_sleep:
+                # The forensics thread sleeps long while the pool is idle; from now on it
                 # scans often, so that a connection left behind by its owner is seen.
+                self.idle_sleep = False
                 self.wake.set()
             if out > self.peak:
                 self.peak = out

@@ -3,7 +3,7 @@
 The checkout path is hot, so it records into :class:`LightHistogram` (one uncontended
 lock, a bisect, two additions) instead of ``prometheus_client.Histogram`` (a lock per
 bucket and per sum); gauges are read from the pool when Prometheus scrapes, never pushed
-on events. One :class:`PoolCollector` per ``Lifesigns`` registry serves every pool it
+on events. One :class:`PoolCollector` per host registry serves every pool it
 watches, labelled ``pool``.
 
 Series (all prefixed ``lifesigns_pool_``):
