@@ -242,6 +242,10 @@ async def test_batch_job_starves_the_api_without_a_bulkhead(
     assert dump["pool"]["checkout_timeouts"] >= len(failures)
     assert dump["episodes"], "no exhaustion snapshot"
     assert "batch" in str(dump["episodes"][0]["holders"])  # the batch task held them
+    # Grouped by coroutine, not one line per gathered task (Task-1621 x1, Task-1626 x1...).
+    groups = dump["episodes"][0]["by_route"]
+    assert not any(re.match(r"task Task-\d+", group) for group in groups), groups
+    assert any(g.endswith("run_batch.<locals>.one") for g in groups), groups
 
 
 @MODES

@@ -219,6 +219,48 @@ async def test_a_task_that_raised_with_a_connection_out_is_named_with_its_except
     forensics.detach()
 
 
+async def test_work_that_outlives_its_request_is_not_the_requests_leak(
+    postgres: Postgres, caplog: pytest.LogCaptureFixture
+):
+    engine = create_engine(postgres.url("postgresql+psycopg"), pool_size=2, max_overflow=0)
+    tracker = RequestTracker()
+    host = Host(requests=tracker)
+    forensics = _forensics(host, engine, leak_threshold=600)
+    kept: list[Connection] = []
+    release = asyncio.Event()
+
+    async def background() -> None:
+        _leaked_connection(engine, kept)  # taken while the request still runs
+        await release.wait()
+        kept.pop(0).close()
+
+    async def serve() -> asyncio.Task[None]:
+        info = tracker.begin({"type": "http", "method": "POST", "path": "/exports"})
+        spawned = asyncio.get_running_loop().create_task(background())
+        await asyncio.sleep(0.01)
+        info.status = 202
+        tracker.end(info)
+        # A thread started after the end, in the request's copied context.
+        await asyncio.to_thread(_leaked_connection, engine, kept)
+        return spawned
+
+    caplog.set_level(logging.WARNING, "lifesigns.pool")
+    spawned = await asyncio.get_running_loop().create_task(serve())
+    await asyncio.sleep(OWNER_GRACE + 0.05)
+    forensics.tick()
+    assert "connection leak suspected" not in caplog.text  # the task runs; the thread lives
+    owners = sorted(h["owner"] for h in host.dumps["pool"]()["engines"]["database"]["holders"])
+    assert owners[0].startswith("POST /exports (request") and owners[1].startswith("thread ")
+    release.set()
+    await spawned
+    forensics.tick()
+    assert "connection leak suspected" not in caplog.text
+    for conn in kept:
+        conn.close()
+    forensics.detach()
+    engine.dispose()
+
+
 def _line_of(marker: str) -> int:
     for number, line in enumerate(Path(__file__).read_text().splitlines(), 1):
         if line.rstrip().endswith(marker):

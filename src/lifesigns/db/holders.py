@@ -52,6 +52,7 @@ _PID_KEY = "lifesigns.backend_pid"
 _NO_PID = -1
 # Unlike asyncio.get_running_loop(), returns None instead of raising when there is none.
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+_AUTO_TASK_NAME = re.compile(r"^Task-\d+$")
 _THREAD_NUMBER = re.compile(r"[-_ ]?\(?\d+\)?$")
 
 
@@ -154,8 +155,16 @@ class Holder:
         if self.request is not None:
             return self.request.describe()
         if self.task is not None:
-            return f"task {self.task}"
+            return self.task_owner
         return f"thread {self.thread or '?'}"
+
+    @property
+    def task_owner(self) -> str:
+        """``task refresh-cache``; an unnamed task (``Task-1621``) by its coroutine."""
+        name = self.task or "?"
+        if _AUTO_TASK_NAME.match(name) and self.coroutine:
+            return f"task {self.coroutine}"
+        return f"task {name}"
 
     @property
     def group(self) -> str:
@@ -175,20 +184,23 @@ class Holder:
         A thread is never seen to end (pool threads outlive their work).
         """
         request = self.request
-        if request is not None:
+        ref = self.task_ref
+        if request is not None and (ref is None or self.task is None):
             ended = getattr(request, "ended", None)
             if not isinstance(ended, float):
                 return None
             return ended, f"{request.describe()} {request_outcome(request)}"
-        ref = self.task_ref
         if ref is None:
             return None
+        # A task: on its own, or spawned by a request (it owns what it took, and may
+        # rightly outlive the request).
         how = task_outcome(ref())
         if how is None:
             return None
         if self.owner_seen_ended is None:
             self.owner_seen_ended = time.monotonic() if now is None else now
-        return self.owner_seen_ended, f"{self.owner} {how}"
+        spawned = f" (spawned by {request.describe()})" if request is not None else ""
+        return self.owner_seen_ended, f"{self.task_owner}{spawned} {how}"
 
     def age(self, now: float | None = None) -> float:
         """Seconds since checkout (never negative: one monotonic clock)."""
@@ -399,18 +411,20 @@ class HolderRegistry:
             frames = sites.capture(1)
             full = sites.capture_full(1) if sites.full_stacks and sites.sample_full() else None
             request = self.current_request()
+            if request is not None and getattr(request, "ended", None) is not None:
+                request = None  # work that outlived its request (its context was copied)
             task = thread = coroutine = None
             task_ref = None
-            if request is None:
-                loop = _get_running_loop()
-                if loop is not None:
-                    running = asyncio.current_task(loop)
-                    if running is not None:
+            loop = _get_running_loop()
+            if loop is not None:
+                running = asyncio.current_task(loop)
+                if running is not None:
+                    task_ref = weakref.ref(running)
+                    if request is None or id(running) != getattr(request, "task_id", 0):
                         task = running.get_name()
-                        task_ref = weakref.ref(running)
                         coroutine = getattr(running.get_coro(), "__qualname__", None)
-                else:
-                    thread = threading.current_thread().name
+            elif request is None:
+                thread = threading.current_thread().name
             info = record.info
             pid = info.get(_PID_KEY)
             if pid is None:
