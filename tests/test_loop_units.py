@@ -17,6 +17,7 @@ import pytest
 import lifesigns.loop
 from lifesigns import Lifesigns
 from lifesigns.errors import ConfigError
+from lifesigns.host import Host
 from lifesigns.loop import LoopSettings, attach
 from lifesigns.loop.census import TaskCensus, creator_site
 from lifesigns.loop.classify import Evidence, StallClass, classify
@@ -137,12 +138,12 @@ def test_reporter_logs_one_report_and_one_end_and_rate_limits_a_site(
 
 
 def test_settings_refuse_bad_values() -> None:
-    signs = Lifesigns(watchdog=False)
+    host = Host()  # a light host: no Lifesigns needed to test the loop's settings
     with pytest.raises(ConfigError, match="live_fail_after"):
-        attach(signs, stall_threshold=1.0, live_fail_after=0.5)
+        attach(host, stall_threshold=1.0, live_fail_after=0.5)
     with pytest.raises(ConfigError, match="side_port"):
-        attach(signs, side_port=70000)
-    assert LoopSettings.build(signs.settings).stall_threshold == 0.25
+        attach(host, side_port=70000)
+    assert LoopSettings.build(host.settings).stall_threshold == 0.25
     assert "live_fail_after=10.0" in repr(LoopSettings())
 
 

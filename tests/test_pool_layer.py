@@ -68,7 +68,7 @@ async def test_attach_engine_registers_check_dump_components_and_dependency(engi
     host = Host()
     attached = attach_engine(host, engine)
     assert engines_of(host) == {"database": attached.watched}
-    assert attached.dependency is not None and attached.dependency.name == "database"
+    assert attached.wait is not None and attached.wait.name == "database"
     assert host.checks.get("database") is attached.check
     pool_check = host.checks.get("database-pool")
     assert pool_check is not None and not pool_check.critical  # pressure warns by default

@@ -9,7 +9,7 @@ import sys
 import time
 from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,7 @@ from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
     from .db.bulkhead import Bulkhead
+    from .tasks import Supervisor
 
 logger = logging.getLogger("lifesigns")
 
@@ -85,6 +86,15 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+
+    The layers' other options (``census_interval``, ``memory_interval``,
+    ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
+    layer's own ``attach``; every option, its limits and its doc line are in one table,
+    :data:`lifesigns._config.OPTIONS` (the README's option reference).
+
+    It is the assembler: it builds a :class:`~lifesigns.host.Host` (``signs.host``) and
+    attaches each layer to it, handing over what one layer needs of another; no layer
+    imports this module.
     """
 
     def __init__(
@@ -154,19 +164,31 @@ class Lifesigns:
         self._attach_layers()
 
     def _attach_layers(self) -> None:
-        # The loop layer first: it starts first and stops last, so it sees the whole
-        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        # The assembler: each layer registers on the host and knows no other layer; what
+        # one needs of another is handed over here. The loop layer first: it starts first
+        # and stops last, so it sees the whole lifespan, shutdown stalls included.
+        # Nothing here starts anything yet.
         from . import drain, memory
         from .http import inflight
 
+        host = self.host
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(self)
-        inflight.attach(self)
-        drain.attach(self)
+            loop.attach(host)
+        inflight.attach(host)
+        drain.attach(
+            host,
+            supervisor=lambda: cast("Supervisor | None", host.find_layer("tasks")),
+            engines=lambda: self._engines,
+        )
         if self.settings.memory:
-            memory.attach(self)
+            memory.attach(host)
+
+    def _tasks(self) -> Supervisor:
+        from . import tasks
+
+        return tasks.attach(self.host)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -285,8 +307,16 @@ class Lifesigns:
             **forensics_options,
         )
         self._engines[name] = attached.watched
-        if attached.dependency is not None:
-            self._dependencies.append((attached.dependency, attached.check))
+        wait = attached.wait
+        if wait is not None:
+            dependency = Dependency(
+                name=wait.name,
+                description=wait.description,
+                attempt=wait.attempt,
+                deadline=wait.deadline,
+                attempt_timeout=wait.attempt_timeout,
+            )
+            self._dependencies.append((dependency, attached.check))
         return attached.watched
 
     def bulkhead(self, name: str, max_connections: int, *, timeout: float = 30.0) -> Bulkhead:
@@ -307,7 +337,7 @@ class Lifesigns:
         Steps run in order once every dependency answers, each within ``timeout``
         seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
         """
-        chosen = _config.seconds("timeout", timeout)
+        chosen = _config.option("startup_deadline").parse(timeout, given_as="timeout")
         if any(n == name for n, _, _ in self._startup_steps) or any(
             d.name == name for d, _ in self._dependencies
         ):
@@ -335,18 +365,14 @@ class Lifesigns:
 
         See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+        return self._tasks().periodic(every, timeout=timeout, jitter=jitter, **options)
 
     def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
         """Supervise the decorated long-running ``async def`` with an OTP restart policy.
 
         See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).supervised(restart=restart, **options)
+        return self._tasks().supervised(restart=restart, **options)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
@@ -416,12 +442,26 @@ class Lifesigns:
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
+        self._add_side_port()
         self.host.mark_started()
         for component in self.host.components:
             await component.start()
             self._running.append(component)
         self._startup_task = asyncio.get_running_loop().create_task(
             self._start_up(), name="lifesigns start-up"
+        )
+
+    def _add_side_port(self) -> None:
+        # The loop layer serves the side port when it is attached; without it (watchdog
+        # off) the assembler adds one, so ``side_port`` never silently does nothing.
+        s = self.settings
+        if s.side_port is None or any(c.name == "side-port" for c in self.host.components):
+            return
+        from .loop.sideport import SidePort
+
+        loop = asyncio.get_running_loop()
+        self.host.add_component(
+            SidePort(self, s.side_host, s.side_port, loop_state=lambda: (loop, None))
         )
 
     async def _start_up(self) -> None:

@@ -34,19 +34,18 @@ import threading
 import time
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import Any, Protocol
+from typing import Any
 
 from .. import _config
 from .._config import UNSET
 from ..errors import ConfigError
-from ..host import Host
+from ..host import HasHost, Host, as_host
 from .bulkhead import bulkheads_of
 from .engine import WatchedEngine
 from .holders import CurrentRequest, Holder, HolderRegistry, pool_figures
-from .leaks import DEFAULT_LEAK_THRESHOLD, LeakDetector, leak_threshold
+from .leaks import LeakDetector, leak_threshold
 from .pool_metrics import PoolCollector
 from .saturation import (
-    DEFAULT_SATURATED_AFTER,
     DEFAULT_WAIT_WARN,
     SaturationAction,
     SaturationCheck,
@@ -56,24 +55,6 @@ from .server_view import Backend, ServerView
 from .sites import SiteCapture
 from .sizing import SizingAdvisor
 from .snapshot import ExhaustionSnapshots
-
-
-class HasHost(Protocol):
-    """Anything that owns a host (a :class:`~lifesigns.Lifesigns` does)."""
-
-    @property
-    def host(self) -> Host: ...
-
-
-def host_of(target: Host | HasHost) -> Host:
-    """``target`` itself if it is a :class:`~lifesigns.host.Host`, else its ``host``."""
-    if isinstance(target, Host):
-        return target
-    host = getattr(target, "host", None)
-    if not isinstance(host, Host):
-        raise TypeError(f"expected a lifesigns Host (or its owner); got {type(target).__name__}")
-    return host
-
 
 logger = logging.getLogger("lifesigns.pool")
 
@@ -470,44 +451,44 @@ def attach(
     leak_threshold: float | object | None = UNSET,
     saturated_after: float | object = UNSET,
     on_saturation: SaturationAction | str | object = UNSET,
-    wait_warn: float = DEFAULT_WAIT_WARN,
-    high_water: float = 0.9,
-    low_water: float = 0.5,
+    wait_warn: float | object = UNSET,
+    high_water: float | object = UNSET,
+    low_water: float | object = UNSET,
     full_stacks: bool | float | object = UNSET,
-    stack_depth: int = 6,
-    scan_interval: float | None = None,
-    server_view: bool = True,
-    query_timeout: float = 2.0,
+    stack_depth: int | object = UNSET,
+    scan_interval: float | object | None = UNSET,
+    server_view: bool | object = UNSET,
+    query_timeout: float | object = UNSET,
     replicas: int | object | None = UNSET,
     current_request: CurrentRequest | None = None,
 ) -> PoolForensics:
     """Watch ``watched``'s pool: holders, leaks, pressure, exhaustion, sizing, dump.
 
-    ``target`` is the host (or its owner, a :class:`~lifesigns.Lifesigns`). Options
-    (those marked *env* also read ``LIFESIGNS_<NAME>``; an argument wins):
+    ``target`` is the host (or its owner, a :class:`~lifesigns.Lifesigns`). Each option
+    is, in order: the argument, else ``LIFESIGNS_<NAME>``, else the host's settings
+    (the settings table, :data:`lifesigns._config.OPTIONS`):
 
-    * ``leak_threshold`` (*env*): seconds a connection may be held, while its owner
-      still runs, before it is reported as a suspected leak; default 30 (SQLAlchemy's
+    * ``leak_threshold``: seconds a connection may be held, while its owner still runs,
+      before it is reported as a suspected leak; default 30 (SQLAlchemy's
       ``pool_timeout``), minimum 2 (HikariCP's floor), ``None`` turns it off. A
       connection its finished owner left behind is reported within a second, whatever
       this says. See :mod:`.leaks`.
-    * ``saturated_after`` (*env*): seconds of saturation, with checkouts failing,
-      before the ``<engine>-pool`` check fails readiness; default 10.
-      ``on_saturation`` (*env*): ``"warn"`` (the default: pressure shows in
-      ``/health``, never in readiness) or ``"fail"`` (opt-in; its risk is in
-      :mod:`.saturation`). ``wait_warn``: the p95 checkout wait (seconds) that counts
-      as pressure (0.1).
+    * ``on_saturation``: ``"warn"`` (the default: pressure shows in ``/health``, never
+      in readiness) or ``"fail"`` (opt-in; its risk is in :mod:`.saturation`);
+      ``saturated_after``: seconds of saturation, with checkouts failing, before
+      ``"fail"`` fails readiness (10); ``wait_warn``: the p95 checkout wait (seconds)
+      that counts as pressure (0.1).
     * ``high_water``, ``low_water``: fractions of capacity that open and close an
       exhaustion episode (0.9 and 0.5). See :mod:`.snapshot`.
-    * ``full_stacks`` (*env*): fraction of checkouts that also record their whole stack
+    * ``full_stacks``: fraction of checkouts that also record their whole stack
       (0 by default; ``True`` means every one, at a few microseconds each).
     * ``stack_depth``: application frames kept per checkout site (6).
-    * ``scan_interval``: seconds between scans while no connection is checked out;
-      default a quarter of ``leak_threshold``, within 0.25-5 s (a quarter of a second
-      while some are).
+    * ``scan_interval``: seconds between scans while the pool is idle; default a
+      quarter of ``leak_threshold``, within 0.25-5 s (a quarter of a second while
+      connections are checked out).
     * ``server_view``: ask PostgreSQL about the holders' backends (on by default);
       ``query_timeout``: the bound on each such query, connection included (2 s).
-    * ``replicas`` (*env*): how many copies of this process run, for the sizing check
+    * ``replicas``: how many copies of this process run, for the sizing check
       against ``max_connections``.
     * ``current_request``: returns the request the calling code serves (the edge's
       context variable, passed in by the assembler); by default ``host.requests``'s
@@ -518,33 +499,36 @@ def attach(
     naming both. Raises it too for a bad option, and ``RuntimeError`` when the
     lifespan already runs (the forensics thread could not be started with it).
     """
-    host = host_of(target)
-    default_threshold: float | None = DEFAULT_LEAK_THRESHOLD
-    threshold = _config.resolve(
-        "leak_threshold", leak_threshold, default_threshold, _leak_threshold
-    )
-    if scan_interval is None:
-        scan_interval = min(5.0, max(0.25, (threshold or 20.0) / 4))
+    host = as_host(target)
+    base = host.settings
+
+    def pick(name: str, given: object, validate: Any = None) -> Any:
+        check = validate if validate is not None else _config.option(name).check
+        return _config.resolve(name, given, getattr(base, name), check)
+
+    threshold = pick("leak_threshold", leak_threshold, _leak_threshold)
+    interval = pick("scan_interval", scan_interval)
+    if interval is None:
+        interval = min(5.0, max(0.25, (threshold or 20.0) / 4))
     settings = ForensicsSettings(
         leak_threshold=threshold,
-        saturated_after=_config.resolve(
-            "saturated_after", saturated_after, DEFAULT_SATURATED_AFTER, _saturated_after
-        ),
-        on_saturation=_config.resolve("on_saturation", on_saturation, "warn", _action),
-        high_water=_fraction("high_water", high_water),
-        low_water=_fraction("low_water", low_water),
-        full_stacks=_config.resolve("full_stacks", full_stacks, 0.0, _full_stacks),
-        stack_depth=_stack_depth(stack_depth),
-        scan_interval=_config.seconds("scan_interval", scan_interval, maximum=60),
-        server_view=bool(server_view),
-        query_timeout=_config.seconds("query_timeout", query_timeout, maximum=60),
-        replicas=_config.resolve("replicas", replicas, None, _replicas),
-        wait_warn=_config.seconds("wait_warn", wait_warn, maximum=3600),
+        saturated_after=pick("saturated_after", saturated_after, _saturated_after),
+        on_saturation=pick("on_saturation", on_saturation, _action),
+        high_water=pick("high_water", high_water, _fraction),
+        low_water=pick("low_water", low_water, _fraction),
+        full_stacks=pick("full_stacks", full_stacks, _full_stacks),
+        stack_depth=pick("stack_depth", stack_depth),
+        scan_interval=interval,
+        server_view=pick("server_view", server_view),
+        query_timeout=pick("query_timeout", query_timeout),
+        replicas=pick("replicas", replicas, _replicas),
+        wait_warn=pick("wait_warn", wait_warn),
     )
     if settings.low_water >= settings.high_water:
         raise ConfigError(
-            f"low_water={low_water!r} must be below high_water={high_water!r}: an episode "
-            "closes at low_water after opening at high_water"
+            f"low_water={settings.low_water!r} must be below "
+            f"high_water={settings.high_water!r}: an episode closes at low_water after "
+            "opening at high_water"
         )
 
     def build() -> PoolForensics:
@@ -578,9 +562,3 @@ def attach(
             f"pool forensics are already attached to another engine named {watched.name!r}"
         )
     return forensics
-
-
-def _stack_depth(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ConfigError(f"stack_depth={value!r} is out of range; allowed: 1 to 64 frames")
-    return value

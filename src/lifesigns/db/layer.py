@@ -3,8 +3,8 @@
 :func:`attach_engine` is what :meth:`lifesigns.Lifesigns.watch_engine` composes. On the
 host it registers the readiness check (``SELECT 1`` on a connection of its own, see
 :mod:`lifesigns.db.probe`), a component that closes that connection at the end of the
-lifespan, and pool forensics (:mod:`lifesigns.db.forensics`); it returns the start-up
-dependency for the assembler to wait on. It needs nothing but a
+lifespan, and pool forensics (:mod:`lifesigns.db.forensics`); it returns what start-up
+should wait for, for the assembler to wait on. It needs nothing but a
 :class:`~lifesigns.host.Host`, so it is tested with ``Host()``::
 
     host = Host()
@@ -21,6 +21,7 @@ dropped, so the next probe pings at once instead of serving a stale "ok" for
 from __future__ import annotations
 
 import contextlib
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,23 +31,37 @@ from sqlalchemy.ext.asyncio import AsyncEngine
 from .. import _config
 from ..errors import ConfigError
 from ..health import Check
-from ..host import Host
-from ..startup import Dependency
+from ..host import HasHost, Host, as_host
 from .engine import WatchedEngine
-from .forensics import HasHost, PoolForensics, attach, host_of
+from .forensics import PoolForensics, attach
 from .holders import CurrentRequest
 
 ENGINES_LAYER = "db.engines"
 
 
+@dataclass(frozen=True)
+class StartupWait:
+    """What start-up should wait for: ``attempt`` raises until the database answers.
+
+    The assembler hands it to its start-up waits (:class:`lifesigns.startup.Dependency`
+    has the same fields); the db layer does not import that sibling layer.
+    """
+
+    name: str
+    description: str
+    attempt: Callable[[], Awaitable[object]]
+    deadline: float
+    attempt_timeout: float
+
+
 @dataclass
 class AttachedEngine:
-    """What :func:`attach_engine` registered: the engine, its check, its start-up
-    dependency (``None`` with ``wait_at_startup=False``) and its forensics."""
+    """What :func:`attach_engine` registered: the engine, its check, what start-up
+    should wait for (``None`` with ``wait_at_startup=False``) and its forensics."""
 
     watched: WatchedEngine
     check: Check
-    dependency: Dependency | None
+    wait: StartupWait | None
     forensics: PoolForensics | None
 
 
@@ -98,7 +113,7 @@ def attach_engine(
     :func:`lifesigns.db.forensics.attach`, which also takes ``forensics_options``).
     A second engine with a taken ``name`` raises :class:`~lifesigns.errors.ConfigError`.
     """
-    host = host_of(target)
+    host = as_host(target)
     engines = host.layer(ENGINES_LAYER, None, _Engines)
     if name in engines.by_name:
         raise ConfigError(
@@ -106,12 +121,14 @@ def attach_engine(
         )
     s = host.settings
     chosen_timeout = (
-        s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
+        s.check_timeout
+        if timeout is None
+        else _config.option("check_timeout").parse(timeout, given_as="timeout")
     )
     deadline = (
         s.startup_deadline
         if startup_deadline is None
-        else _config.seconds("startup_deadline", startup_deadline)
+        else _config.option("startup_deadline").parse(startup_deadline)
     )
     watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
     pool: PoolForensics | None = None
@@ -139,16 +156,16 @@ def attach_engine(
         host.add_component(_ProbeCloser(watched))
     _expire_on_disconnect(host, watched, name)
     engines.by_name[name] = watched
-    dependency = None
+    wait = None
     if wait_at_startup:
-        dependency = Dependency(
+        wait = StartupWait(
             name=name,
             description=watched.description,
             attempt=database_check,
             deadline=deadline,
             attempt_timeout=max(chosen_timeout, 2.0),
         )
-    return AttachedEngine(watched, check, dependency, pool)
+    return AttachedEngine(watched, check, wait, pool)
 
 
 def _expire_on_disconnect(host: Host, watched: WatchedEngine, name: str) -> None:
