@@ -357,3 +357,38 @@ def test_server_ages_are_never_negative(engine: Engine):
     finally:
         for conn in conns:
             conn.close()
+
+
+def test_sizing_never_suggests_fewer_connections_than_queued_checkouts_had(postgres: Postgres):
+    engine = create_engine(
+        postgres.url("postgresql+psycopg"), pool_size=3, max_overflow=0, pool_timeout=10
+    )
+    try:
+        host = Host()
+        forensics = _forensics(host, engine)
+        advisor = forensics.sizing
+        advisor.sample(time.monotonic() - 61)  # as if watched for a minute already
+
+        def worker() -> None:
+            for _ in range(40):
+                with engine.connect() as conn:
+                    conn.exec_driver_sql("SELECT pg_sleep(0.02)")
+
+        threads = [threading.Thread(target=worker) for _ in range(6)]
+        for thread in threads:
+            thread.start()
+        for thread in threads:
+            thread.join(60)
+        advisor.sample(time.monotonic())
+        advice = advisor.advice()
+        assert advice["checkouts"] >= 200
+        assert advice["peak_checked_out"] == 3
+        # Six threads queued for three connections (QueuePool is not fair: some waited
+        # while others took the connection back at once).
+        assert max(w for _, w in forensics.holders.recent_waits) >= 0.1
+        # Little's law alone says 2 (about 4 checkouts/s x 20 ms); all 3 were in use.
+        assert advice["suggested_capacity"] is not None and advice["suggested_capacity"] >= 3
+        assert not any("would do" in note for note in advice["notes"])
+        forensics.detach()
+    finally:
+        engine.dispose()

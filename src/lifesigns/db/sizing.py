@@ -7,8 +7,9 @@ suggestion covers the slow tail of the busiest time seen rather than the average
     suggested = ceil(rate_busiest_minute x hold_p95) + 1    (at least 2)
 
 Only from enough samples (:data:`MIN_CHECKOUTS` over :data:`MIN_OBSERVED` seconds: no
-"2 would do" after two checkouts), and never below the peak seen, nor below the pool's
-capacity once checkouts have queued for every connection it has or timed out.
+"2 would do" after two checkouts), and never below the peak seen (a pool that was all
+in use, with checkouts queued behind it, is not too big), nor below the pool's capacity
+once a checkout timed out.
 
 It also reports the peak concurrency seen and the checkout waits, and checks the fleet
 against the server: ``replicas x (pool_size + max_overflow)`` must fit in
@@ -37,9 +38,6 @@ MIN_CHECKOUTS = 200
 
 MIN_OBSERVED = RATE_WINDOW
 """Seconds of observation before any capacity is suggested (one full rate window)."""
-
-QUEUEING_WAIT = 0.01
-"""Seconds: a p95 checkout wait at or above this means checkouts queued."""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -105,15 +103,10 @@ class SizingAdvisor:
         suggested = None
         if enough and hold_p95 is not None and rate > 0:
             suggested = max(2, math.ceil(rate * hold_p95) + 1)
-            queued = registry.timeouts > 0 or (
-                capacity is not None
-                and registry.peak >= capacity
-                and wait_p95 is not None
-                and wait_p95 >= QUEUEING_WAIT
-            )
-            floor = max(registry.peak, capacity or 0) if queued else registry.peak
-            # Checkouts queued for every connection there is: the pool is not too big,
-            # whatever the busiest minute's average says.
+            # Never below what was in use at once (at the peak every connection may have
+            # been taken, with checkouts queued behind), nor below the pool once a
+            # checkout timed out: the busiest minute's average does not see those.
+            floor = max(registry.peak, capacity or 0) if registry.timeouts else registry.peak
             suggested = max(suggested, floor)
         elif not enough:
             notes.append(
