@@ -120,7 +120,6 @@ async def test_fifty_clients_on_a_5_plus_10_pool_keep_readiness_and_warn_of_pres
     assert set(codes) == {200}, {c: codes.count(c) for c in set(codes)}
     assert len(polls) > 30
     assert [s for _, s in polls if s != 200] == [], f"{len(polls)} polls"
-    lat = sorted(x for _, x in answers)
 
     (document,) = health
     (pressure,) = document["checks"]["database-pool:responseTime"]
