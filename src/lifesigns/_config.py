@@ -14,6 +14,8 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, Protocol, TypeVar
 
+from ._surfaces import DEFAULT as _EXPOSED
+from ._surfaces import SURFACES, surfaces
 from .errors import ConfigError
 
 T = TypeVar("T")
@@ -406,6 +408,15 @@ class Paths:
     )
 
 
+class Surfaces:
+    """Which of probes, metrics, debug a port serves (see :mod:`lifesigns._surfaces`)."""
+
+    allowed = f"a comma-separated subset of {', '.join(sorted(SURFACES))}; or all, none"
+
+    def __call__(self, name: str, value: object, *, from_env: bool = False) -> frozenset[str]:
+        return surfaces(name, value, from_env=from_env)
+
+
 _FLAG_WORDS: Final = {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
 
@@ -505,6 +516,14 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         "port of the out-of-band server (liveness, readiness, dumps from its own thread)",
     ),
     # loop
+    Option(
+        "expose",
+        _EXPOSED,
+        Surfaces(),
+        "core",
+        "what the application port serves besides the side port: probes (default), "
+        "metrics, debug, or all",
+    ),
     Option("watchdog", True, Flag(), "loop", "watch the event loop for stalls"),
     Option(
         "stall_threshold",
@@ -693,6 +712,13 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         "db",
         "copies of this process that share the database, for the sizing check",
     ),
+    Option(
+        "log_format",
+        "text",
+        Choice(("text", "json")),
+        "logs",
+        "format of the stderr handler lifesigns adds when nothing else shows its logs",
+    ),
 )
 """The settings table: every option of every layer, in the order the reference shows them.
 
@@ -752,6 +778,7 @@ class Settings:
     grace: float = 10.0
     side_host: str = "127.0.0.1"
     side_port: int | None = None
+    expose: frozenset[str] = _EXPOSED  # what the application port serves: lifesigns._surfaces
     watchdog: bool = True
     stall_threshold: float = 0.25  # why: lifesigns.loop docstring
     live_fail_after: float = 10.0  # why: lifesigns.loop docstring
@@ -780,6 +807,7 @@ class Settings:
     server_view: bool = True
     query_timeout: float = 2.0
     replicas: int | None = None
+    log_format: str = "text"  # why: lifesigns._logging docstring
 
     def __repr__(self) -> str:
         shown = []

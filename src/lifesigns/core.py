@@ -7,7 +7,7 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
@@ -86,6 +86,11 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+    * ``expose``: what the application port serves: ``"probes"`` (the
+      default), ``"probes,metrics"``, ``"all"``, ``"none"``; the side port serves
+      everything (see :mod:`lifesigns._surfaces`).
+    * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
+      when nothing else shows its logs (see :mod:`lifesigns._logging`).
 
     The layers' other options (``census_interval``, ``memory_interval``,
     ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
@@ -120,6 +125,8 @@ class Lifesigns:
         deadline: float | object | None = UNSET,
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
+        expose: str | Collection[str] | object = UNSET,
+        log_format: str | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -143,6 +150,8 @@ class Lifesigns:
                 "deadline": deadline,
                 "watchdog": watchdog,
                 "memory": memory,
+                "expose": expose,
+                "log_format": log_format,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -162,6 +171,23 @@ class Lifesigns:
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
         self._attach_layers()
+        # One probe router for every port. The side port serves all of it from a thread,
+        # with or without the watchdog; a side_port given here (not by the environment)
+        # binds under tests and reloaders too (see lifesigns.sideport).
+        from .router import ProbeRouter
+        from .sideport import SidePort
+
+        self.router = ProbeRouter(host)
+        self.side_port: SidePort | None = None
+        if self.settings.side_port is not None:
+            self.side_port = SidePort(
+                self.router,
+                self.settings.side_host,
+                self.settings.side_port,
+                explicit=side_port is not UNSET,
+                components=lambda: host.components,
+            )
+            host.add_component(self.side_port)
 
     def _attach_layers(self) -> None:
         # The assembler: each layer registers on the host and knows no other layer; what
@@ -440,28 +466,17 @@ class Lifesigns:
         """Start every part, then wait for dependencies in the background."""
         if self._running or (self._startup_task and not self._startup_task.done()):
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        from ._logging import ensure_handler
+
+        ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
-        self._add_side_port()
         self.host.mark_started()
         for component in self.host.components:
             await component.start()
             self._running.append(component)
         self._startup_task = asyncio.get_running_loop().create_task(
             self._start_up(), name="lifesigns start-up"
-        )
-
-    def _add_side_port(self) -> None:
-        # The loop layer serves the side port when it is attached; without it (watchdog
-        # off) the assembler adds one, so ``side_port`` never silently does nothing.
-        s = self.settings
-        if s.side_port is None or any(c.name == "side-port" for c in self.host.components):
-            return
-        from .loop.sideport import SidePort
-
-        loop = asyncio.get_running_loop()
-        self.host.add_component(
-            SidePort(self, s.side_host, s.side_port, loop_state=lambda: (loop, None))
         )
 
     async def _start_up(self) -> None:

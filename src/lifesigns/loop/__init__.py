@@ -6,7 +6,7 @@
     from lifesigns.loop import attach
 
     signs = Lifesigns(service="orders", token=TOKEN, watchdog=False)
-    watch = attach(signs, side_port=9000)   # builds the layer; starts nothing yet
+    watch = attach(signs)                   # builds the layer; starts nothing yet
     signs.install(app)                      # the lifespan starts and stops it
 
 ``Lifesigns()`` attaches the layer itself (unless ``watchdog=False``); ``attach(signs)``
@@ -17,8 +17,9 @@ What runs once the lifespan starts: a heartbeat on the loop (``call_later``, so 
 works too), a watchdog thread (:mod:`~lifesigns.loop.watchdog`), a reporter thread that
 logs on ``lifesigns.loop`` (:mod:`~lifesigns.loop.report`), the GIL-held path through
 faulthandler (:mod:`~lifesigns.loop.faulthandler_guard`), the thread-pool watch
-(:mod:`~lifesigns.loop.limiter`), the task census (:mod:`~lifesigns.loop.census`) and,
-when a side port is set, the out-of-band server (:mod:`~lifesigns.loop.sideport`).
+(:mod:`~lifesigns.loop.limiter`) and the task census (:mod:`~lifesigns.loop.census`).
+The side port, which serves liveness while the loop is frozen, is not part of this layer
+(:mod:`lifesigns.sideport`); it reads :meth:`LoopWatch.frozen_for`.
 
 Defaults, and why:
 
@@ -47,7 +48,7 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import Any, cast
+from typing import Any
 
 from .. import _config
 from .._config import Settings
@@ -61,14 +62,12 @@ from .limiter import LimiterWatch, is_worker_thread
 from .metrics import LoopMetrics
 from .report import Reporter, SiteLimiter, StallHistory, StallReport, headline, report_dict
 from .report import short_site as _short_site
-from .sideport import SidePort
 from .stacks import all_stacks
 from .watchdog import Watchdog
 
 __all__ = [
     "LoopSettings",
     "LoopWatch",
-    "SidePort",
     "StallClass",
     "StallReport",
     "attach",
@@ -83,8 +82,6 @@ class LoopSettings:
 
     * ``stall_threshold``: seconds without a heartbeat that make a stall (0.25).
     * ``live_fail_after``: seconds of stall after which liveness fails (10).
-    * ``side_host``, ``side_port``: where the side port listens (off when ``None``;
-      0 picks a free port).
     * ``limiter_threshold``: seconds the default thread limiter may stay full before it
       is reported (5).
     * ``census_interval``: seconds between task censuses (10).
@@ -96,8 +93,6 @@ class LoopSettings:
 
     stall_threshold: float = 0.25
     live_fail_after: float = 10.0
-    side_host: str = "127.0.0.1"
-    side_port: int | None = None
     limiter_threshold: float = 5.0
     census_interval: float = 10.0
     gil_guard: bool = True
@@ -164,7 +159,6 @@ class LoopWatch:
             ticks=[self.limiter.tick],
         )
         self.metrics.bind(self.heartbeat.age, self.limiter.stats)
-        self.side_port: SidePort | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tasks: dict[str, Any] | None = None
 
@@ -211,10 +205,6 @@ class LoopWatch:
             return None
         age = self.heartbeat.age()
         return age if age >= self.settings.stall_threshold else None
-
-    def loop_state(self) -> tuple[asyncio.AbstractEventLoop | None, float | None]:
-        """The watched loop and how long it has been frozen (for the side port)."""
-        return self._loop, self.frozen_for()
 
     def liveness(self) -> NotAlive | None:
         """Not alive once the loop has been frozen longer than ``live_fail_after``."""
@@ -330,8 +320,6 @@ def attach(
     *,
     stall_threshold: float = _UNSET,
     live_fail_after: float = _UNSET,
-    side_host: str = _UNSET,
-    side_port: int | None = _UNSET,
     limiter_threshold: float = _UNSET,
     census_interval: float = _UNSET,
     gil_guard: bool = _UNSET,
@@ -342,20 +330,18 @@ def attach(
 
     Nothing starts until the lifespan. Registers: the liveness condition ``event-loop``;
     the dumps ``stalls``, ``threads``, ``tasks`` and ``limiter``; the metrics on
-    ``host.registry``; the components ``loop-watch`` and, when a side port is set,
-    ``side-port``. Options not given come from ``host.settings`` (see
-    :class:`LoopSettings`). Attaching again with the same settings returns the same
-    layer (``Lifesigns()`` attaches it already, unless ``watchdog=False``); with other
-    settings it raises :class:`~lifesigns.errors.ConfigError` naming both. Raises
-    ``ConfigError`` for a bad value, and ``RuntimeError`` once the lifespan runs.
+    ``host.registry``; the component ``loop-watch``. Options not given come from
+    ``host.settings`` (see :class:`LoopSettings`). Attaching again with the same settings
+    returns the same layer (``Lifesigns()`` attaches it already, unless
+    ``watchdog=False``); with other settings it raises
+    :class:`~lifesigns.errors.ConfigError` naming both. Raises ``ConfigError`` for a bad
+    value, and ``RuntimeError`` once the lifespan runs.
     """
     host = as_host(owner)
     settings = LoopSettings.build(
         host.settings,
         stall_threshold=stall_threshold,
         live_fail_after=live_fail_after,
-        side_host=side_host,
-        side_port=side_port,
         limiter_threshold=limiter_threshold,
         census_interval=census_interval,
         gil_guard=gil_guard,
@@ -373,10 +359,4 @@ def _build(host: Host, settings: LoopSettings) -> LoopWatch:
     host.add_dump("threads", watch.threads_dump)
     host.add_dump("tasks", watch.tasks_dump)
     host.add_dump("limiter", watch.limiter_dump)
-    if settings.side_port is not None:
-        # cast: the side port still names Lifesigns; it only uses what a Host has.
-        watch.side_port = SidePort(
-            cast(Any, host), settings.side_host, settings.side_port, loop_state=watch.loop_state
-        )
-        host.add_component(watch.side_port)
     return watch

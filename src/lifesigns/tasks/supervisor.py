@@ -16,6 +16,7 @@ from typing import Any, TypeVar
 
 from .. import _config
 from ..errors import ConfigError, Degraded
+from ..errors import TaskFailed as TaskFailed  # re-exported: its old home
 from ..host import Host
 from .census import StrayTask, stray_tasks
 from .metrics import TaskMetrics
@@ -30,10 +31,6 @@ F = TypeVar("F", bound=Callable[..., Any])
 
 CHECK_PREFIX = "task."
 """Each task's health check is named ``task.<name>``."""
-
-
-class TaskFailed(Exception):
-    """A task exceeded its restart intensity and was given up (its check fails)."""
 
 
 class Supervisor:
