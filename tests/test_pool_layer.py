@@ -13,6 +13,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 from sqlalchemy import Connection, Engine, create_engine
@@ -27,7 +28,7 @@ from lifesigns.db.server_view import ServerView
 from lifesigns.errors import ConfigError, Degraded
 from lifesigns.health import Status
 from lifesigns.host import Host
-from lifesigns.http.requests import RequestTracker
+from lifesigns.http.requests import RequestInfo, RequestTracker
 from tests.support import Postgres
 
 DB_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lifesigns" / "db"
@@ -148,6 +149,18 @@ def _forensics(host: Host, engine: Engine, **options: object) -> PoolForensics:
     return attached.forensics
 
 
+def _begin(tracker: RequestTracker, scope: dict[str, Any]) -> RequestInfo:
+    """A request arriving, as the middleware records it (no body, nothing sent yet)."""
+
+    async def receive() -> dict[str, Any]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: Any) -> None:
+        return None
+
+    return tracker.begin(scope, receive, send)
+
+
 def _leaked_connection(engine: Engine, kept: list[Connection]) -> None:
     conn = engine.connect()  # the checkout
     conn.exec_driver_sql("SELECT 1 AS left_behind")
@@ -161,7 +174,7 @@ async def test_a_connection_its_finished_request_left_behind_is_a_leak_at_once(
     host = Host(requests=tracker)
     forensics = _forensics(host, engine, leak_threshold=600)
     kept: list[Connection] = []
-    info = tracker.begin({"type": "http", "method": "GET", "path": "/orders/7"})
+    info = _begin(tracker, {"type": "http", "method": "GET", "path": "/orders/7"})
     await asyncio.to_thread(_leaked_connection, engine, kept)  # as a sync endpoint does
     info.status = 404
     tracker.end(info)
@@ -235,7 +248,7 @@ async def test_work_that_outlives_its_request_is_not_the_requests_leak(
         kept.pop(0).close()
 
     async def serve() -> asyncio.Task[None]:
-        info = tracker.begin({"type": "http", "method": "POST", "path": "/exports"})
+        info = _begin(tracker, {"type": "http", "method": "POST", "path": "/exports"})
         spawned = asyncio.get_running_loop().create_task(background())
         await asyncio.sleep(0.01)
         info.status = 202

@@ -23,6 +23,7 @@ from .health.check import CheckResult
 from .health.lifecycle import StepState
 from .health.status import Status
 from .host import Component, Dump, Host
+from .http.metrics import register_request_metrics
 from .http.requests import RequestTracker
 from .startup import Dependency, wait_for
 
@@ -165,6 +166,7 @@ class Lifesigns:
         self.runner = host.runner
         self.probes = host.probes
         self.requests: RequestTracker = host.requests  # type: ignore[assignment]
+        register_request_metrics(self.registry, self.requests)
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []

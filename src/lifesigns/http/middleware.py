@@ -20,7 +20,7 @@ from ..router import ProbeRouter
 from ..sideport import LIFESPAN_SCOPE
 from .deadline import DeadlineMiddleware
 from .requests import RequestTracker
-from .responses import ASGIApp, Message, Receive, Scope, Send, send_answer
+from .responses import ASGIApp, Receive, Scope, Send, send_answer
 
 logger = logging.getLogger("lifesigns.http")
 
@@ -89,17 +89,11 @@ class LifesignsMiddleware:
             )
             await send_answer(send, reply, head=method == "HEAD")
             return
-        info = self.requests.begin(scope)
-
-        async def send_recording_status(message: Message) -> None:
-            if message["type"] == "http.response.start":
-                info.status = message["status"]
-            await send(message)
-
+        info = self.requests.begin(scope, receive, send)
         try:
-            await self.app(scope, receive, send_recording_status)
+            await self.app(scope, info.receive, info.send)
         except BaseException as exc:
-            info.error = type(exc).__name__
+            info.error = type(exc).__name__  # what ended it, for what outlives it
             raise
         finally:
             self.requests.end(info)
