@@ -62,6 +62,7 @@ def start_template(
             "LIFESIGNS_TOKEN": TOKEN,
             "LIFESIGNS_FAIL_TTL": str(FAIL_TTL),
             "LIFESIGNS_CHECK_TIMEOUT": str(CHECK_TIMEOUT),
+            "LIFESIGNS_EXPOSE": "all",  # /debug/pool on the application port, for the test
             **env,
         },
     )

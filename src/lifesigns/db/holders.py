@@ -199,8 +199,13 @@ class Holder:
             return None
         if self.owner_seen_ended is None:
             self.owner_seen_ended = time.monotonic() if now is None else now
-        spawned = f" (spawned by {request.describe()})" if request is not None else ""
-        return self.owner_seen_ended, f"{self.task_owner}{spawned} {how}"
+        if request is None:
+            return self.owner_seen_ended, f"{self.task_owner} {how}"
+        ended = getattr(request, "ended", None)
+        if isinstance(ended, float):  # both over: the request's end says more
+            when = max(ended, self.owner_seen_ended)
+            return when, f"{request.describe()} {request_outcome(request)}"
+        return self.owner_seen_ended, f"{self.task_owner} (spawned by {request.describe()}) {how}"
 
     def age(self, now: float | None = None) -> float:
         """Seconds since checkout (never negative: one monotonic clock)."""
