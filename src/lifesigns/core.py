@@ -92,6 +92,8 @@ class Lifesigns:
       everything (see :mod:`lifesigns._surfaces`).
     * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
       when nothing else shows its logs (see :mod:`lifesigns._logging`).
+    * ``app_packages``: the packages that are the application's code, for every stack
+      lifesigns prints (default: inferred; see :mod:`lifesigns._frames`).
 
     The layers' other options (``census_interval``, ``memory_interval``,
     ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
@@ -128,6 +130,7 @@ class Lifesigns:
         memory: bool | object = UNSET,
         expose: str | Collection[str] | object = UNSET,
         log_format: str | object = UNSET,
+        app_packages: str | Collection[str] | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -153,6 +156,7 @@ class Lifesigns:
                 "memory": memory,
                 "expose": expose,
                 "log_format": log_format,
+                "app_packages": app_packages,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
