@@ -33,7 +33,7 @@ from tests.support import Postgres
 
 DB_PACKAGE = Path(__file__).resolve().parents[1] / "src" / "lifesigns" / "db"
 # What the db layer may import of lifesigns: the host interface and the shared base.
-ALLOWED = {"host", "_config", "_secrets", "errors", "health", "metrics"}
+ALLOWED = {"host", "_config", "_secrets", "_frames", "errors", "health", "metrics"}
 
 
 @pytest.fixture
