@@ -193,7 +193,7 @@ def test_a_session_left_open_on_an_error_path_is_a_leak_within_a_second(
     site = f"tests/apps/template.py:{line_of('# checkout: order')} in read_order"
     assert f"checked out at {site}" in report
     crash = next(line for line in log.splitlines() if "/crash (request" in line)
-    assert "raised RuntimeError" in crash
+    assert "raised RuntimeError (a 500)" in crash
     assert f"tests/apps/template.py:{line_of('# checkout: crash')} in crash_on_order" in crash
     assert dump["leaks"]["reported"] == 2
     kinds = {entry["leak_kind"] for entry in dump["leaks"]["recent"]}

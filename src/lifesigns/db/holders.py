@@ -78,11 +78,14 @@ CurrentRequest = Callable[[], OwnerRequest | None]
 
 
 def request_outcome(request: object) -> str:
-    """``ended with status 404``, ``raised KeyError (status 500)``, ``ended``."""
+    """``ended with status 404``, ``raised KeyError (a 500)``, ``was cancelled``."""
     status = getattr(request, "status", None)
     error = getattr(request, "error", None)
+    if error == "CancelledError":  # the client left, or a deadline cut it
+        return "was cancelled" + (f" after status {status}" if status else "")
     if error:
-        return f"raised {error}" + (f" (status {status})" if status else "")
+        # Nothing sent yet: the framework's error handler answers 500 after it.
+        return f"raised {error}" + (f" (status {status})" if status else " (a 500)")
     if status:
         return f"ended with status {status}"
     return "ended without a response"
