@@ -328,11 +328,12 @@ def test_readme_walkthrough_is_the_captured_output() -> None:
     blocks = dict(re.findall(r"<!-- lab:([a-z-]+) -->\n```\n(.*?)\n```", readme, flags=re.S))
     if os.environ.get("LIFESIGNS_UPDATE_README") == "1":
         for name, text in CAPTURED.items():
+
+            def put(match: re.Match[str], text: str = text) -> str:
+                return match.group(1) + text + match.group(2)
+
             readme = re.sub(
-                rf"(<!-- lab:{re.escape(name)} -->\n```\n).*?(\n```)",
-                lambda m, t=text: m.group(1) + t + m.group(2),
-                readme,
-                flags=re.S,
+                rf"(<!-- lab:{re.escape(name)} -->\n```\n).*?(\n```)", put, readme, flags=re.S
             )
         README.write_text(readme)
         return

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -23,11 +23,13 @@ from .health.check import CheckResult
 from .health.lifecycle import StepState
 from .health.status import Status
 from .host import Component, Dump, Host
+from .http.metrics import register_request_metrics
 from .http.requests import RequestTracker
 from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
     from .db.bulkhead import Bulkhead
+    from .tasks import Supervisor
 
 logger = logging.getLogger("lifesigns")
 
@@ -85,6 +87,22 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+    * ``expose``: what the application port serves: ``"probes"`` (the
+      default), ``"probes,metrics"``, ``"all"``, ``"none"``; the side port serves
+      everything (see :mod:`lifesigns._surfaces`).
+    * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
+      when nothing else shows its logs (see :mod:`lifesigns._logging`).
+    * ``app_packages``: the packages that are the application's code, for every stack
+      lifesigns prints (default: inferred; see :mod:`lifesigns._frames`).
+
+    The layers' other options (``census_interval``, ``memory_interval``,
+    ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
+    layer's own ``attach``; every option, its limits and its doc line are in one table,
+    :data:`lifesigns._config.OPTIONS` (the README's option reference).
+
+    It is the assembler: it builds a :class:`~lifesigns.host.Host` (``signs.host``) and
+    attaches each layer to it, handing over what one layer needs of another; no layer
+    imports this module.
     """
 
     def __init__(
@@ -110,6 +128,9 @@ class Lifesigns:
         deadline: float | object | None = UNSET,
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
+        expose: str | Collection[str] | object = UNSET,
+        log_format: str | object = UNSET,
+        app_packages: str | Collection[str] | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -133,6 +154,9 @@ class Lifesigns:
                 "deadline": deadline,
                 "watchdog": watchdog,
                 "memory": memory,
+                "expose": expose,
+                "log_format": log_format,
+                "app_packages": app_packages,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -146,27 +170,57 @@ class Lifesigns:
         self.runner = host.runner
         self.probes = host.probes
         self.requests: RequestTracker = host.requests  # type: ignore[assignment]
+        register_request_metrics(self.registry, self.requests)
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
         self._attach_layers()
+        # One probe router for every port. The side port serves all of it from a thread,
+        # with or without the watchdog; a side_port given here (not by the environment)
+        # binds under tests and reloaders too (see lifesigns.sideport).
+        from .router import ProbeRouter
+        from .sideport import SidePort
+
+        self.router = ProbeRouter(host)
+        self.side_port: SidePort | None = None
+        if self.settings.side_port is not None:
+            self.side_port = SidePort(
+                self.router,
+                self.settings.side_host,
+                self.settings.side_port,
+                explicit=side_port is not UNSET,
+                components=lambda: host.components,
+            )
+            host.add_component(self.side_port)
 
     def _attach_layers(self) -> None:
-        # The loop layer first: it starts first and stops last, so it sees the whole
-        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        # The assembler: each layer registers on the host and knows no other layer; what
+        # one needs of another is handed over here. The loop layer first: it starts first
+        # and stops last, so it sees the whole lifespan, shutdown stalls included.
+        # Nothing here starts anything yet.
         from . import drain, memory
         from .http import inflight
 
+        host = self.host
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(self)
-        inflight.attach(self)
-        drain.attach(self)
+            loop.attach(host)
+        inflight.attach(host)
+        drain.attach(
+            host,
+            supervisor=lambda: cast("Supervisor | None", host.find_layer("tasks")),
+            engines=lambda: self._engines,
+        )
         if self.settings.memory:
-            memory.attach(self)
+            memory.attach(host)
+
+    def _tasks(self) -> Supervisor:
+        from . import tasks
+
+        return tasks.attach(self.host)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -256,66 +310,46 @@ class Lifesigns:
         """Watch a SQLAlchemy ``Engine`` or ``AsyncEngine``.
 
         Registers a readiness check named ``name`` that runs ``SELECT 1`` within
-        ``timeout`` (default ``check_timeout``) and never queues behind an exhausted pool,
-        and, unless ``wait_at_startup=False``, makes start-up wait for the database with
-        back-off until ``startup_deadline`` (default the instance's). The URL is shown with
-        its password masked, everywhere.
+        ``timeout`` (default ``check_timeout``) on a connection of its own, so that it
+        never queues behind the application's checkouts, and, unless
+        ``wait_at_startup=False``, makes start-up wait for the database with back-off
+        until ``startup_deadline`` (default the instance's). The URL is shown with its
+        password masked, everywhere.
 
         With ``forensics`` (the default) the pool is watched too: who holds each
-        connection, leaks past ``leak_threshold``, exhaustion snapshots, saturation in
-        readiness, sizing advice and ``/debug/pool``; ``forensics_options`` go to
+        connection, leaks (a connection its finished request left behind, within a
+        second; one held past ``leak_threshold``), exhaustion snapshots, pool pressure
+        in ``/health``, sizing advice and ``/debug/pool``; ``forensics_options`` go to
         :func:`lifesigns.db.forensics.attach` (``leak_threshold=30``,
-        ``saturated_after=10``, ``on_saturation="fail"``, ``full_stacks=0``...).
+        ``on_saturation="fail"`` to let pressure fail readiness, ``full_stacks=0``...).
         """
-        if name in self._engines:
-            raise ConfigError(
-                f"an engine named {name!r} is already watched; pass name=... to tell them apart"
-            )
-        s = self.settings
-        chosen_timeout = (
-            s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
-        )
-        deadline = (
-            s.startup_deadline
-            if startup_deadline is None
-            else _config.seconds("startup_deadline", startup_deadline)
-        )
-        watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
-        if forensics:
-            # First, so that a bad option leaves nothing half-registered.
-            from .db import forensics as pool_forensics
+        from .db import attach_engine
+        from .http.requests import current_request
 
-            pool_forensics.attach(self, watched, **forensics_options)
-        elif forensics_options:
-            raise ConfigError(f"{', '.join(sorted(forensics_options))} need forensics=True")
-        self.redactor.add(watched.password)
-
-        async def database_check() -> dict[str, Any]:
-            return await watched.ping(self.runner.executor)
-
-        database_check.__qualname__ = f"ping {watched.url}"
-        check = self.check(
-            name,
-            database_check,
-            timeout=chosen_timeout,
+        attached = attach_engine(
+            self.host,
+            engine,
+            name=name,
+            timeout=timeout,
             critical=critical,
-            component_type="datastore",
+            startup_deadline=startup_deadline,
+            wait_at_startup=wait_at_startup,
+            forensics=forensics,
+            current_request=current_request.get,
+            **forensics_options,
         )
-        self._engines[name] = watched
-        if wait_at_startup:
-            self._dependencies.append(
-                (
-                    Dependency(
-                        name=name,
-                        description=watched.description,
-                        attempt=database_check,
-                        deadline=deadline,
-                        attempt_timeout=max(chosen_timeout, 2.0),
-                    ),
-                    check,
-                )
+        self._engines[name] = attached.watched
+        wait = attached.wait
+        if wait is not None:
+            dependency = Dependency(
+                name=wait.name,
+                description=wait.description,
+                attempt=wait.attempt,
+                deadline=wait.deadline,
+                attempt_timeout=wait.attempt_timeout,
             )
-        return watched
+            self._dependencies.append((dependency, attached.check))
+        return attached.watched
 
     def bulkhead(self, name: str, max_connections: int, *, timeout: float = 30.0) -> Bulkhead:
         """A named cap on how many connections one class of work may hold at once.
@@ -327,7 +361,7 @@ class Lifesigns:
         """
         from .db.bulkhead import bulkhead
 
-        return bulkhead(self, name, max_connections, timeout=timeout)
+        return bulkhead(self.host, name, max_connections, timeout=timeout)
 
     def startup_step(self, name: str, *, timeout: float = 60.0) -> Callable[[F], F]:
         """Register work that must finish before the service is ready (a migration, a warm-up).
@@ -335,7 +369,7 @@ class Lifesigns:
         Steps run in order once every dependency answers, each within ``timeout``
         seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
         """
-        chosen = _config.seconds("timeout", timeout)
+        chosen = _config.option("startup_deadline").parse(timeout, given_as="timeout")
         if any(n == name for n, _, _ in self._startup_steps) or any(
             d.name == name for d, _ in self._dependencies
         ):
@@ -363,18 +397,14 @@ class Lifesigns:
 
         See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+        return self._tasks().periodic(every, timeout=timeout, jitter=jitter, **options)
 
     def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
         """Supervise the decorated long-running ``async def`` with an OTP restart policy.
 
         See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).supervised(restart=restart, **options)
+        return self._tasks().supervised(restart=restart, **options)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
@@ -429,6 +459,11 @@ class Lifesigns:
             )
         router.lifespan_context = self.wrap_lifespan(router.lifespan_context)
         app.add_middleware(LifesignsMiddleware, signs=self)
+        if self.settings.memory:
+            from . import memory
+
+            # What the application keeps on app.state is a root of the container census.
+            memory.attach(self).add_root("app.state", lambda: app.state)
 
     @asynccontextmanager
     async def _lifespan(self) -> AsyncIterator[None]:
@@ -442,6 +477,9 @@ class Lifesigns:
         """Start every part, then wait for dependencies in the background."""
         if self._running or (self._startup_task and not self._startup_task.done()):
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        from ._logging import ensure_handler
+
+        ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
         self.host.mark_started()

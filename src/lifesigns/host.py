@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from prometheus_client import CollectorRegistry
 
 from ._config import Settings
+from ._frames import FrameClassifier, default_classifier
 from ._secrets import SecretRedactor, tokens_match
 from .errors import ConfigError
 from .health import (
@@ -44,9 +45,11 @@ from .metrics import CoreMetrics
 __all__ = [
     "Component",
     "Dump",
+    "HasHost",
     "Host",
     "RequestLike",
     "RequestsView",
+    "as_host",
 ]
 
 L = TypeVar("L")
@@ -141,6 +144,12 @@ class Host:
         self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
         self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
         self.requests: RequestsView = requests if requests is not None else NoRequests()
+        self.frames: FrameClassifier = (
+            FrameClassifier(app_packages=self.settings.app_packages)
+            if self.settings.app_packages
+            else default_classifier()
+        )
+        """Which code is the application's, for every stack the layers print."""
         self._lock = threading.Lock()
         self._dumps: dict[str, Dump] = {}
         self._components: list[Component] = []
@@ -267,3 +276,27 @@ class Host:
         """Register secrets (passwords) the redactor must mask wherever they appear."""
         for secret in secrets:
             self.redactor.add(secret)
+
+
+class HasHost(Protocol):
+    """Anything that carries a host: a :class:`~lifesigns.Lifesigns` is one."""
+
+    @property
+    def host(self) -> Host: ...
+
+
+def as_host(owner: Host | HasHost) -> Host:
+    """The host itself, or the host of a ``Lifesigns``: what every layer's ``attach`` takes.
+
+    So ``loop.attach(signs)`` and ``loop.attach(host)`` both work, and a layer needs no
+    import of :mod:`lifesigns.core` to accept either. Anything else raises ``TypeError``.
+    """
+    if isinstance(owner, Host):
+        return owner
+    host = getattr(owner, "host", None)
+    if isinstance(host, Host):
+        return host
+    raise TypeError(
+        f"expected a lifesigns Host or Lifesigns, got {type(owner).__name__}: "
+        "pass signs (a Lifesigns) or signs.host"
+    )

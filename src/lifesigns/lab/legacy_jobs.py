@@ -22,8 +22,10 @@ def purge_expired_tokens() -> None:
 async def refresh_tokens_forever() -> None:
     """The job: refresh, purge, wait; no timeout, no supervisor."""
     for _ in range(RUNS):
+        # lifesigns: ignore[LS102] the lab's import-time-task incident blocks on purpose
         purge_expired_tokens()
         await asyncio.sleep(0.5)
 
 
-_task = asyncio.get_event_loop().create_task(refresh_tokens_forever())  # at import time
+# lifesigns: ignore[LS101] the lab's import-time-task incident: seed 001's bug, on purpose
+_task = asyncio.get_event_loop().create_task(refresh_tokens_forever())
