@@ -74,13 +74,16 @@ def run(argv: list[str]) -> int:
 
     token = args.token or secrets.token_urlsafe(24)
     database_url = args.database_url or default_database_url()
-    app = create_app(database_url=database_url, token=token, side_port=side_port or None)
     host = "127.0.0.1" if args.host in ("0.0.0.0", "::") else args.host
     base = f"http://{host}:{args.port}"
+    app = create_app(
+        database_url=database_url, token=token, side_port=side_port or None, base_url=base
+    )
     side = (
         [
             f"  side port  http://{host}:{side_port}/livez   (answers while the loop is frozen)",
-            f"  freeze it  curl '{base}/lab/freeze?seconds=3'  (time.sleep in an async def)",
+            f"  live page  http://{host}:{side_port}/lifesigns/   (token below)",
+            f"  incidents  uv run lifesigns lab --list --url {base}",
         ]
         if side_port
         else []

@@ -62,6 +62,7 @@ def create_app(
     token: str | None = None,
     side_port: int | None = None,
     engine: AsyncEngine | None = None,
+    base_url: str | None = None,
 ) -> FastAPI:
     """Build the demo service: the orders API plus lifesigns' probes and metrics."""
     signs = Lifesigns(service="orders-demo", version="0.1.0", token=token, side_port=side_port)
@@ -99,7 +100,7 @@ def create_app(
     signs.install(app)
     app.state.signs = signs
     app.add_middleware(DeadlineMiddleware, signs=signs, routes={"/reports/slow": 1.5})
-    add_lab(app, signs, engine, sessions)
+    add_lab(app, signs, engine, sessions, base_url=base_url)
 
     @app.get("/")
     async def index() -> dict[str, Any]:

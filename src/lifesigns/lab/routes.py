@@ -41,8 +41,15 @@ def add_lab(
     signs: Lifesigns,
     engine: AsyncEngine,
     sessions: async_sessionmaker[AsyncSession],
+    *,
+    base_url: str | None = None,
 ) -> None:
-    """Add the incident endpoints and their triggers to the demo ``app``."""
+    """Add the incident endpoints and their triggers to the demo ``app``.
+
+    ``base_url`` is where the application port answers (``http://127.0.0.1:8000``), for
+    the trigger links of the live page's lab tab (served from the side port, another
+    origin); without it the links are relative.
+    """
     postgres = engine.dialect.name == "postgresql"
     running: dict[str, asyncio.Task[None]] = {}
     nightly_bulkhead = signs.bulkhead("nightly", max_connections=2, timeout=30.0)
@@ -164,6 +171,24 @@ def add_lab(
     }
     missing = {i.name for i in INCIDENTS} - drivers.keys()
     assert not missing, missing
+
+    def lab_dump() -> dict[str, Any]:
+        base = (base_url or "").rstrip("/")
+        return {
+            "database": engine.dialect.name,
+            "incidents": [
+                {
+                    **incident.as_dict(),
+                    "seed": incident.seeds,
+                    "available": incident.needs is None or postgres,
+                    "running": name_running(incident.name),
+                    "trigger": f"{base}/lab/incidents/{incident.name}",
+                }
+                for incident in INCIDENTS
+            ],
+        }
+
+    signs.add_dump("lab", lab_dump)
 
     @app.get("/lab/incidents")
     async def list_incidents(request: Request) -> dict[str, Any]:
