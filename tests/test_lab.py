@@ -175,9 +175,11 @@ CASES = [
     ),
     (
         "cpu-bound",
-        r"WARNING lifesigns\.loop: loop stalled [\d.]+ s so far in lifesigns/lab/recommend\.py:\d+"
+        # The line that ends the stall: its class is judged on every sample (the first one
+        # may say "starved of CPU" on a loaded machine, which is then true).
+        r"WARNING lifesigns\.loop: loop stall ended after [\d.]+ s: lifesigns/lab/recommend\.py:\d+"
         r"[^\n]*during GET /orders/\{order_id\}/similar[^\n]*class: Python code running[^\n]*",
-        3.0,
+        5.0,
     ),
     (
         "regex-gil",
@@ -193,7 +195,8 @@ CASES = [
     ),
     (
         "session-leak",
-        r"WARNING lifesigns\.pool: [^\n]*leak[^\n]*lifesigns/lab/billing\.py:\d+[^\n]*402[^\n]*",
+        r"WARNING lifesigns\.pool: connection leak[^\n]*ended with status 402[^\n]*"
+        r"checked out at lifesigns/lab/billing\.py:\d+ in charge[^\n]*",
         3.0,
     ),
     (
@@ -301,7 +304,7 @@ def test_database_down_mid_run_fails_readiness_not_liveness_while_naive_health_l
             seen_live.add(httpx.get(f"{running.base}/livez", timeout=3).status_code)
             seen_naive.add(httpx.get(f"{running.base}/lab/naive-health", timeout=3).status_code)
             time.sleep(0.2)
-        assert 503 in seen_ready, seen_ready
+        assert 503 in seen_ready, (seen_ready, running.text()[since:][-3000:])
         assert seen_live == {200}
         assert seen_naive == {200}  # seed 004's health check says healthy throughout
         verbose = httpx.get(f"{running.base}/readyz?verbose", timeout=3).text

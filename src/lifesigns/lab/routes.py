@@ -23,7 +23,13 @@ import httpx
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
-from sqlalchemy.ext.asyncio import AsyncEngine, AsyncSession, async_sessionmaker
+from sqlalchemy.ext.asyncio import (
+    AsyncEngine,
+    AsyncSession,
+    async_sessionmaker,
+    create_async_engine,
+)
+from sqlalchemy.pool import NullPool
 
 from lifesigns import Lifesigns
 
@@ -106,22 +112,28 @@ def add_lab(
     # -- the triggers ----------------------------------------------------------------
 
     async def database_down(seconds: float) -> None:
-        async with engine.connect() as admin:
-            await admin.execution_options(isolation_level="AUTOCOMMIT")
-            name = await admin.scalar(text("SELECT current_database()"))
-            quoted = engine.dialect.identifier_preparer.quote(str(name))
-            await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
-            try:
-                await admin.execute(
-                    text(
-                        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
-                        "WHERE datname = current_database() AND pid <> pg_backend_pid()"
+        # PostgreSQL refuses ALLOW_CONNECTIONS false on the database one is connected to:
+        # the switch is thrown from the maintenance database, by the same role (the owner).
+        name = engine.url.database
+        admin_engine = create_async_engine(engine.url.set(database="postgres"), poolclass=NullPool)
+        quoted = engine.dialect.identifier_preparer.quote(str(name))
+        try:
+            async with admin_engine.connect() as admin:
+                await admin.execution_options(isolation_level="AUTOCOMMIT")
+                await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS false"))
+                try:
+                    await admin.execute(
+                        text(
+                            "SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                            "WHERE datname = :name AND pid <> pg_backend_pid()"
+                        ),
+                        {"name": name},
                     )
-                )
-                await engine.dispose()  # the pool's connections are cut: forget them
-                await asyncio.sleep(seconds)
-            finally:
-                await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
+                    await asyncio.sleep(seconds)
+                finally:
+                    await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
+        finally:
+            await admin_engine.dispose()
 
     async def many(client: httpx.AsyncClient, count: int, method: str, path: str) -> None:
         async def one() -> None:

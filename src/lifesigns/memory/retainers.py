@@ -20,7 +20,6 @@ from __future__ import annotations
 
 import dis
 import linecache
-import os
 import sys
 import time
 import tracemalloc
@@ -29,6 +28,7 @@ from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._frames import short_path
 from .containers import ContainerGrowth, newest_entries
 
 __all__ = ["InsertSite", "Retainer", "find_insert_sites", "name_retainers"]
@@ -71,23 +71,6 @@ _PASS_THROUGH = frozenset(
         "KW_NAMES",
     }
 )
-
-
-def short_path(filename: str) -> str:
-    """A path a user can open: relative to the working directory, else to its sys.path entry."""
-    try:
-        relative = os.path.relpath(filename)
-    except ValueError:
-        relative = filename
-    if not relative.startswith(".."):
-        return relative
-    best = filename
-    for entry in sys.path:
-        if entry and filename.startswith(entry.rstrip("/") + "/"):
-            candidate = filename[len(entry.rstrip("/")) + 1 :]
-            if len(candidate) < len(best):
-                best = candidate
-    return best
 
 
 @dataclass(frozen=True)
