@@ -159,14 +159,19 @@ class Lifesigns:
         from . import drain, memory
         from .http import inflight
 
+        watch = None
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(self)
+            watch = loop.attach(self)
         inflight.attach(self)
         drain.attach(self)
         if self.settings.memory:
             memory.attach(self)
+        # Under `lifesigns run` (issue 9): a heartbeat slot for the agent, which owns the side port.
+        from .agent import worker as agent_worker
+
+        agent_worker.attach(self, watch)
 
     def __repr__(self) -> str:
         s = self.settings

@@ -1,4 +1,4 @@
-"""The ``lifesigns`` command: ``probe`` and ``demo``.
+"""The ``lifesigns`` command: ``probe``, ``demo`` and ``run``.
 
 Only the standard library is imported until a subcommand is chosen, so that
 ``lifesigns probe`` (run by a Docker HEALTHCHECK every few seconds) starts quickly.
@@ -13,6 +13,7 @@ USAGE = """usage: lifesigns COMMAND [options]
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
   demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
+  run [options] -- CMD      run server CMD under the lifesigns agent (one side port, stalls named)
 
 `lifesigns COMMAND --help` tells more."""
 
@@ -33,11 +34,16 @@ def main(argv: list[str] | None = None) -> None:
         from .probe import run
 
         raise SystemExit(run(rest))
+    if command == "run":
+        from .run import main as run_agent
+
+        raise SystemExit(run_agent(rest))
     if command == "demo":
         from .demo import run as run_demo
 
         raise SystemExit(run_demo(rest))
     print(
-        f"lifesigns: unknown command {command!r}; commands: probe, demo\n\n{USAGE}", file=sys.stderr
+        f"lifesigns: unknown command {command!r}; commands: probe, demo, run\n\n{USAGE}",
+        file=sys.stderr,
     )
     raise SystemExit(2)

@@ -1,0 +1,301 @@
+"""The worker's side of ``lifesigns run``: a slot, a beat into it, and dumps for the agent.
+
+When the agent starts the server it sets ``LIFESIGNS_AGENT_DIR``; each worker's
+:class:`~lifesigns.Lifesigns` then attaches an :class:`AgentLink` (a component named
+``agent-link``), which at the start of the lifespan:
+
+* takes a slot in ``<dir>/slots`` (:mod:`~lifesigns.agent.slots`) and has the loop
+  heartbeat write every beat into it (one ``struct.pack_into``);
+* publishes the phase, readiness, the watchdog's current stall and the request in
+  flight into the slot (on each request's arrival, and every 0.25 s);
+* every ``publish_every`` seconds (2), from its own thread, writes the worker's dumps
+  (pool holders, thread limiter, tasks, stalls...) to ``<dir>/worker-<slot>.json``,
+  atomically, secrets masked, each dump bounded in time and the file in size;
+* asks the kernel to kill the worker when its parent (the server's master) dies, so that
+  no worker outlives an agent killed by SIGKILL;
+* enables :mod:`faulthandler` into ``<dir>/traceback-<pid>.txt``, after the server's own
+  signal set-up (gunicorn's worker resets SIGABRT to the default), so that the SIGABRT
+  the agent sends before replacing a frozen worker leaves every thread's traceback.
+
+The worker does not bind the side port: the agent serves it for all workers.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import faulthandler
+import json
+import logging
+import os
+import threading
+import time
+from collections.abc import Callable, MutableMapping
+from pathlib import Path
+from typing import IO, TYPE_CHECKING, Any
+
+from . import ENV_DIR, _linux
+from .slots import Slot, SlotTable
+
+if TYPE_CHECKING:
+    from ..core import Lifesigns
+    from ..http.requests import RequestInfo
+    from ..loop import LoopWatch
+    from ..loop.heartbeat import Heartbeat
+
+logger = logging.getLogger("lifesigns.agent")
+
+MAX_DUMPS_BYTES = 512 * 1024
+"""Largest ``worker-<slot>.json``; beyond it the largest dumps are left out, and said so."""
+
+_SKIPPED_DUMPS = frozenset({"threads"})  # the agent samples threads itself, from outside
+
+
+def agent_dir() -> Path | None:
+    """The agent's runtime folder when running under ``lifesigns run``, else ``None``."""
+    value = os.environ.get(ENV_DIR, "").strip()
+    return Path(value) if value else None
+
+
+def attach(signs: Lifesigns, watch: LoopWatch | None) -> AgentLink | None:
+    """Under ``lifesigns run``, link ``signs`` to the agent; otherwise do nothing.
+
+    ``watch`` is the loop layer, whose heartbeat then also beats into the slot (without
+    it the link runs a heartbeat of its own). The loop layer's side port, if any, is
+    dropped: the agent owns the port. Starts nothing before the lifespan.
+    """
+    directory = agent_dir()
+    if directory is None:
+        return None
+    link = AgentLink(signs, directory, watch)
+    if watch is not None and watch.side_port is not None:
+        _drop_side_port(signs, watch)
+    signs.add_component(link)
+    return link
+
+
+def _drop_side_port(signs: Lifesigns, watch: LoopWatch) -> None:
+    side = watch.side_port
+    host = signs.host
+    with host._lock:
+        if side in host._components:
+            host._components.remove(side)
+    watch.side_port = None
+    logger.info("under lifesigns run the agent serves the side port; this worker does not bind it")
+
+
+class AgentLink:
+    """The ``agent-link`` component: this worker's slot and what it publishes."""
+
+    name = "agent-link"
+
+    def __init__(
+        self,
+        signs: Lifesigns,
+        directory: Path,
+        watch: LoopWatch | None,
+        *,
+        publish_every: float = 2.0,
+        dump_timeout: float = 1.0,
+    ) -> None:
+        self.signs = signs
+        self.directory = directory
+        self.watch = watch
+        self.publish_every = publish_every
+        self.dump_timeout = dump_timeout
+        self.slot: Slot | None = None
+        self._table: SlotTable | None = None
+        self._own_heartbeat: Heartbeat | None = None
+        self._lock = threading.Lock()  # serialises slot.publish (loop thread and ours)
+        self._request: RequestInfo | None = None
+        self._stop = threading.Event()
+        self._thread: threading.Thread | None = None
+        self._running_dumps: set[str] = set()
+        self._traceback: IO[str] | None = None
+        self._hook_requests()
+
+    def __repr__(self) -> str:
+        return f"<AgentLink {self.directory} slot={None if self.slot is None else self.slot.index}>"
+
+    # -- lifetime ------------------------------------------------------------------
+
+    async def start(self) -> None:
+        """Take a slot, beat into it, start publishing; never fails the lifespan."""
+        import asyncio
+
+        try:
+            self._table = SlotTable.open(self.directory / "slots")
+            self.slot = self._table.take()
+        except (OSError, ValueError, RuntimeError) as exc:
+            logger.error(
+                "lifesigns run: cannot take a heartbeat slot in %s: %s", self.directory, exc
+            )
+            return
+        _linux.die_with_parent()
+        self._enable_faulthandler()
+        slot = self.slot
+        beat: Callable[[float], None] = lambda now: slot.beat(int(now * 1e9))  # noqa: E731
+        heartbeat = self.watch.heartbeat if self.watch is not None else None
+        if heartbeat is None:
+            from ..loop.heartbeat import Heartbeat, interval_for
+
+            heartbeat = self._own_heartbeat = Heartbeat(
+                interval_for(self.signs.settings.stall_threshold), late_after=3600.0
+            )
+            heartbeat.start(asyncio.get_running_loop())
+        heartbeat.publish = beat
+        slot.beat(time.monotonic_ns())
+        self._publish_state()
+        self._stop.clear()
+        self._thread = threading.Thread(target=self._run, name="lifesigns-agent-link", daemon=True)
+        self._thread.start()
+        logger.info("lifesigns run: worker %d beats into slot %d", os.getpid(), slot.index)
+
+    async def stop(self) -> None:
+        """Stop publishing and give the slot back."""
+        import asyncio
+
+        self._stop.set()
+        thread, self._thread = self._thread, None
+        if thread is not None:
+            await asyncio.to_thread(thread.join, 2.0)
+        heartbeat = self.watch.heartbeat if self.watch is not None else self._own_heartbeat
+        if heartbeat is not None:
+            heartbeat.publish = None
+        if self._own_heartbeat is not None:
+            self._own_heartbeat.stop()
+            self._own_heartbeat = None
+        if self.slot is not None:
+            self.slot.free()
+            self.slot = None
+        if self._table is not None:
+            self._table.close()
+            self._table = None
+        if self._traceback is not None:
+            faulthandler.disable()
+            self._traceback.close()
+            with contextlib.suppress(OSError):
+                os.unlink(self._traceback.name)
+            self._traceback = None
+
+    def _enable_faulthandler(self) -> None:
+        if faulthandler.is_enabled():
+            return  # someone chose where tracebacks go already (PYTHONFAULTHANDLER...)
+        try:
+            path = self.directory / f"traceback-{os.getpid()}.txt"
+            self._traceback = path.open("w", encoding="utf-8")
+            faulthandler.enable(file=self._traceback, all_threads=True)
+        except OSError as exc:
+            logger.warning("lifesigns run: no traceback file for SIGABRT: %s", exc)
+
+    # -- the request in flight (on the loop thread, on every request) ---------------
+
+    def _hook_requests(self) -> None:
+        tracker = self.signs.requests
+        begin, end = tracker.begin, tracker.end
+
+        def begin_and_publish(scope: MutableMapping[str, Any]) -> RequestInfo:
+            info = begin(scope)
+            self._request = info
+            if self.slot is not None:
+                self._publish_state()
+            return info
+
+        def end_and_publish(info: RequestInfo) -> None:
+            end(info)
+            if self._request is info:
+                self._request = None
+
+        tracker.begin = begin_and_publish  # type: ignore[method-assign]
+        tracker.end = end_and_publish  # type: ignore[method-assign]
+
+    def _publish_state(self) -> None:
+        slot = self.slot
+        if slot is None:
+            return
+        phase = self.signs.lifecycle.phase.value
+        request = self._request
+        stall = self.watch.watchdog.current if self.watch is not None else None
+        with self._lock:
+            slot.publish(
+                phase=phase,
+                ready=phase == "ready",
+                stall_ns=int(stall.began * 1e9) if stall is not None else 0,
+                request=f"{request.method} {request.route}" if request is not None else "",
+                request_ns=int(request.started * 1e9) if request is not None else 0,
+            )
+
+    # -- the publishing thread -------------------------------------------------------
+
+    def _run(self) -> None:
+        next_dumps = time.monotonic()
+        while not self._stop.wait(0.25):
+            if self._request is None:
+                in_flight = self.signs.requests.in_flight()
+                self._request = in_flight[-1] if in_flight else None
+            try:
+                self._publish_state()
+                if time.monotonic() >= next_dumps:
+                    self.publish_dumps()
+                    next_dumps = time.monotonic() + self.publish_every
+            except Exception:  # publishing must never end the worker's evidence for good
+                logger.exception("lifesigns run: publishing to the agent failed")
+
+    def publish_dumps(self) -> Path | None:
+        """Write this worker's dumps to ``<dir>/worker-<slot>.json`` (atomically)."""
+        slot = self.slot
+        if slot is None:
+            return None
+        dumps: dict[str, Any] = {}
+        for name, producer in sorted(self.signs.dumps.items()):
+            if name not in _SKIPPED_DUMPS:
+                dumps[name] = self._take_dump(name, producer)
+        document = {
+            "pid": os.getpid(),
+            "slot": slot.index,
+            "generation": slot.generation,
+            "published_at": time.time(),
+            "published_ns": time.monotonic_ns(),
+            "dumps": dumps,
+        }
+        text = _bounded_json(document)
+        text = self.signs.redactor.redact(text)
+        target = self.directory / f"worker-{slot.index}.json"
+        temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
+        temporary.write_text(text, encoding="utf-8")
+        os.replace(temporary, target)
+        return target
+
+    def _take_dump(self, name: str, producer: Callable[[], Any]) -> Any:
+        if name in self._running_dumps:
+            return {"error": "the previous run of this dump has not returned yet"}
+        outcome: list[Any] = []
+
+        def run() -> None:
+            try:
+                outcome.append(dict(producer()))
+            except Exception as exc:
+                outcome.append({"error": f"{type(exc).__name__}: {exc}"})
+            finally:
+                self._running_dumps.discard(name)
+
+        # A dump that blocks (a lock the frozen loop holds) must not stop the others.
+        self._running_dumps.add(name)
+        helper = threading.Thread(target=run, name=f"lifesigns-agent-dump-{name}", daemon=True)
+        helper.start()
+        helper.join(self.dump_timeout)
+        if not outcome:
+            return {"error": f"did not answer within {self.dump_timeout:g} s"}
+        return outcome[0]
+
+
+def _bounded_json(document: dict[str, Any]) -> str:
+    text = json.dumps(document, default=str)
+    dumps: dict[str, Any] = document["dumps"]
+    while len(text) > MAX_DUMPS_BYTES and dumps:
+        sizes = {name: len(json.dumps(value, default=str)) for name, value in dumps.items()}
+        largest = max(sizes, key=lambda n: sizes[n])
+        if isinstance(dumps[largest], dict) and dumps[largest].get("truncated"):
+            break
+        dumps[largest] = {"truncated": True, "bytes": sizes[largest]}
+        text = json.dumps(document, default=str)
+    return text
