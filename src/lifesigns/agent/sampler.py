@@ -35,12 +35,14 @@ _STDLIB = tuple(
 )
 
 
+@functools.lru_cache(maxsize=4096)
 def is_application_frame(filename: str) -> bool:
     """Whether a frame's file is the application's own code.
 
     Not: site-packages or dist-packages, the standard library, lifesigns itself,
     ``<frozen ...>`` and other pseudo-files, native libraries. One function, so that the
-    shared frame classifier can replace it.
+    shared frame classifier can replace it. Cached: a sample has hundreds of frames, and
+    resolving each path holds the agent's GIL while its side port wants it.
     """
     if not filename or filename.startswith("<") or not filename.endswith(".py"):
         return False
@@ -142,6 +144,7 @@ class Sample:
         }
 
 
+@functools.lru_cache(maxsize=4096)
 def short_path(filename: str) -> str:
     """A path relative to the working directory, or from ``site-packages`` on."""
     cwd = os.getcwd() + os.sep

@@ -47,7 +47,8 @@ logger = logging.getLogger("lifesigns.agent")
 MAX_DUMPS_BYTES = 512 * 1024
 """Largest ``worker-<slot>.json``; beyond it the largest dumps are left out, and said so."""
 
-_SKIPPED_DUMPS = frozenset({"threads"})  # the agent samples threads itself, from outside
+# The agent samples threads itself, from outside; a memory trace is started on demand only.
+_SKIPPED_DUMPS = frozenset({"threads", "memory-trace"})
 
 
 def agent_dir() -> Path | None:
