@@ -193,11 +193,11 @@ class AgentRun:
         text = "\n".join(self.log().splitlines()[-lines:])
         return f"--- {self.log_path} ---\n{text}"
 
-    def wait_for_log(self, pattern: str, timeout: float) -> re.Match[str]:
-        """Wait until ``pattern`` (a multiline regex) is in the log."""
+    def wait_for_log(self, pattern: str, timeout: float, since: int = 0) -> re.Match[str]:
+        """Wait until ``pattern`` (a multiline regex) is in the log after offset ``since``."""
         regex = re.compile(pattern, re.MULTILINE)
         try:
-            match: re.Match[str] = poll(lambda: regex.search(self.log()), timeout, pattern)
+            match: re.Match[str] = poll(lambda: regex.search(self.log(), since), timeout, pattern)
         except TimeoutError as exc:
             raise TimeoutError(f"{exc}\n{self.tail()}") from None
         return match

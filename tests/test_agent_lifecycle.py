@@ -1,0 +1,185 @@
+"""``lifesigns run`` as a process: signals reach the server, no orphans, a lean agent, a budget.
+
+Real uvicorn servers with two workers under a real agent, driven over HTTP.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import signal
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import httpx
+import pytest
+
+from tests.apps.agent_harness import AgentRun, alive, poll, uvicorn
+
+pytestmark = pytest.mark.slow
+
+FRAMEWORKS = ("fastapi", "starlette", "uvicorn", "gunicorn", "sqlalchemy", "prometheus_client")
+
+
+async def _many(url: str, count: int) -> list[int]:
+    limits = httpx.Limits(max_connections=count)
+    async with httpx.AsyncClient(timeout=60, limits=limits) as client:
+
+        async def one() -> int:
+            try:
+                return (await client.get(url)).status_code
+            except httpx.HTTPError:
+                return 0
+
+        return list(await asyncio.gather(*(one() for _ in range(count))))
+
+
+def _in_flight(agent: AgentRun) -> int:
+    total = 0
+    for worker in agent.workers():
+        answer = agent.get(f"/debug/published?worker={worker['slot']}")
+        if answer.status_code == 200:
+            total += answer.json()["dumps"]["requests"]["in_flight"]
+    return total
+
+
+def test_sigterm_to_the_agent_drains_200_requests_and_exits_as_the_server_did():
+    with AgentRun(uvicorn) as agent:
+        agent.start(workers=2)
+        process = agent.process
+        assert process is not None
+
+        async def scenario() -> list[int]:
+            requests = asyncio.ensure_future(_many(agent.app + "/slow/4", 200))
+            await asyncio.to_thread(poll, lambda: _in_flight(agent) >= 200, 30, "200 in flight")
+            process.send_signal(signal.SIGTERM)
+            return await requests
+
+        statuses = asyncio.run(scenario())
+        assert statuses.count(200) == 200, sorted(set(statuses))
+        returncode = process.wait(30)
+        server_status = agent.wait_for_log(r"the server exited with (-?\d+)", 5)
+        assert returncode == int(server_status[1])  # uvicorn's supervisor exits 0 on SIGTERM
+
+
+def test_sigkill_to_the_agent_leaves_no_server_process():
+    with AgentRun(uvicorn) as agent:
+        agent.start(workers=2)
+        pids = {agent.server_pid(), *(w["pid"] for w in agent.workers())}
+        assert len(pids) == 3 and all(alive(p) for p in pids)
+        assert agent.process is not None
+        agent.process.kill()
+        agent.process.wait(10)
+        poll(lambda: not any(alive(p) for p in pids), 15, f"no process left of {sorted(pids)}")
+
+
+LEAN = textwrap.dedent(
+    """
+    import os, sys, threading, time
+
+    def record():  # what the agent has imported, every 0.2 s
+        out = os.environ["AGENT_MODULES"]
+        while True:
+            time.sleep(0.2)
+            with open(out + ".tmp", "w") as f:
+                f.write("\\n".join(sorted(sys.modules)))
+            os.replace(out + ".tmp", out)
+
+    threading.Thread(target=record, daemon=True).start()
+    from lifesigns.cli import main
+    main(sys.argv[1:])
+    """
+)
+
+
+def test_the_agent_imports_neither_the_app_nor_any_web_framework(tmp_path: Path):
+    modules = tmp_path / "modules.txt"
+    with AgentRun(
+        uvicorn,
+        python=[sys.executable, "-c", LEAN],
+        env={"AGENT_MODULES": str(modules)},
+        options=["--live-fail-after", "60"],
+    ) as agent:
+        agent.start(workers=2)
+        # Make it do everything it does on a stall (sample, report, serve the dumps).
+        try:
+            httpx.get(agent.app + "/freeze/sleep/1", timeout=10)
+        finally:
+            agent.wait_for_log(r"stalled [\d.]+ s in tests/apps/agent_service\.py", 10)
+        agent.get("/debug/stalls").raise_for_status()
+        since = time.time()
+        poll(lambda: modules.exists() and modules.stat().st_mtime > since, 5, "a fresh list")
+        loaded = set(modules.read_text().split())
+        assert "lifesigns.agent.monitor" in loaded and "lifesigns.agent.sampler" in loaded
+        heavy = sorted(m for m in loaded if m.split(".")[0] in FRAMEWORKS)
+        assert heavy == [], heavy
+        assert not any(m.startswith("tests.apps.agent_service") for m in loaded)
+
+
+def test_the_restart_budget_stops_a_crash_loop_then_liveness_fails():
+    with AgentRun(
+        uvicorn,
+        options=[
+            "--stall-threshold",
+            "0.25",
+            "--live-fail-after",
+            "1",
+            "--max-restarts",
+            "1",
+            "--cooldown",
+            "0",
+        ],
+    ) as agent:
+        agent.start(workers=2)
+        first = _freeze_and_wait(agent, "/freeze/sleep/30", "replaced")
+        poll(lambda: first not in {w["pid"] for w in agent.ready_workers()}, 30, "replaced")
+        poll(lambda: len(agent.ready_workers()) == 2, 30, "two ready workers again")
+        second = _freeze_and_wait(agent, "/freeze/sleep/6", "not replaced")
+        assert alive(second)
+        assert "gave up after 1 restarts" in agent.log()
+        livez = agent.get("/livez", token=False)
+        assert livez.status_code == 503 and "gave up" in livez.text, livez.text
+        assert len(list(agent.incident_dir.glob("incident-*.json"))) == 2
+
+
+def _freeze_and_wait(agent: AgentRun, path: str, action: str) -> int:
+    import threading
+
+    since = len(agent.log())  # each freeze is its own: look only at what follows
+
+    def call() -> None:
+        with contextlib.suppress(httpx.HTTPError):  # killed under it, on purpose
+            httpx.get(agent.app + path, timeout=60)
+
+    threading.Thread(target=call, daemon=True).start()
+    found = agent.wait_for_log(
+        rf"worker \d+ \(pid (\d+)\) frozen [\d.]+ s, past live_fail_after=1 s; "
+        rf"incident \S+; {action}",
+        15,
+        since=since,
+    )
+    return int(found[1])
+
+
+def test_a_bad_option_is_named_with_what_is_allowed():
+    import subprocess
+
+    done = subprocess.run(
+        [sys.executable, "-m", "lifesigns", "run", "--stall-threshold", "soon", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])},
+    )
+    assert done.returncode == 2
+    assert "--stall-threshold='soon' is not a number of seconds" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "lifesigns", "run", "--port", "1"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 2 and "no server command" in done.stderr
