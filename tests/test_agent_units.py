@@ -67,7 +67,7 @@ def frozen_worker(tmp_path):
 
 @needs_py_spy
 def test_a_sample_names_the_thread_holding_the_gil_and_the_application_frame(frozen_worker):
-    table, process, _, script = frozen_worker
+    _, process, _, script = frozen_worker
     taken = sample(process.pid, timeout=5)
     assert taken.error is None, taken.error
     holder = taken.gil_holder
