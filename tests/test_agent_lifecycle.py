@@ -183,3 +183,32 @@ def test_a_bad_option_is_named_with_what_is_allowed():
         timeout=30,
     )
     assert done.returncode == 2 and "no server command" in done.stderr
+
+
+def test_one_scrape_has_every_workers_metrics_labelled_by_slot():
+    import shutil
+    import subprocess
+
+    with AgentRun(uvicorn) as agent:
+        agent.start(workers=2)
+        slots = sorted(w["slot"] for w in agent.workers())
+
+        def scraped() -> str | None:
+            text = agent.get("/metrics", token=False).text
+            labelled = all(f'lifesigns_service_info{{worker="{slot}",' in text for slot in slots)
+            return text if labelled else None
+
+        text = poll(scraped, 15, "both workers' metrics on the agent's port")
+        assert text.count("# TYPE lifesigns_service_info ") == 1
+        assert 'lifesigns_agent_heartbeat_age_seconds{worker="' in text
+        assert "lifesigns_agent_workers 2" in text
+        promtool = shutil.which("promtool")
+        if promtool is not None:
+            checked = subprocess.run(
+                [promtool, "check", "metrics"],
+                input=text,
+                capture_output=True,
+                text=True,
+                timeout=30,
+            )
+            assert checked.returncode == 0, checked.stdout + checked.stderr

@@ -182,3 +182,22 @@ def test_the_restart_budget_backs_off_then_runs_out():
     assert budget.allows(106)  # the window slid past the first two
     with pytest.raises(ValueError, match="max_restarts=-1"):
         RestartBudget(max_restarts=-1)
+
+
+def test_metrics_of_two_workers_merge_into_one_family_labelled_by_slot():
+    from lifesigns.agent.metrics import merge, relabel
+
+    assert relabel("up 1", 3) == 'up{worker="3"} 1'
+    assert relabel("up{} 1", 3) == 'up{worker="3"} 1'
+    assert relabel('hits_total{path="/a b"} 2', 0) == 'hits_total{worker="0",path="/a b"} 2'
+    one = "# HELP hits Hits.\n# TYPE hits counter\nhits_total 1\nhits_created 5\n"
+    two = "# HELP hits Hits.\n# TYPE hits counter\nhits_total 7\nhits_created 6\n"
+    merged = merge([(0, one), (1, two)]).splitlines()
+    assert merged == [
+        "# HELP hits Hits.",
+        "# TYPE hits counter",
+        'hits_total{worker="0"} 1',
+        'hits_created{worker="0"} 5',
+        'hits_total{worker="1"} 7',
+        'hits_created{worker="1"} 6',
+    ]

@@ -225,6 +225,9 @@ class Monitor:
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reclaimed_at = 0.0
+        self.stall_counts: dict[int, int] = {}
+        """Stalls seen per slot since the agent started (never reset by a replacement)."""
+        self.incident_count = 0
 
     def __repr__(self) -> str:
         return f"<Monitor {self.table.path} workers={len(self._workers)} {self.settings!r}>"
@@ -315,6 +318,7 @@ class Monitor:
             with self._lock:
                 worker.stall = stall
                 worker.history.append(stall)
+                self.stall_counts[view.index] = self.stall_counts.get(view.index, 0) + 1
                 worker.interval = s.stall_threshold * 2
                 worker.next_sample_ns = now + int(worker.interval * 1e9)
             lines = [f"lifesigns agent: {headline(stall)}"]
@@ -397,6 +401,7 @@ class Monitor:
         with self._lock:
             stall.incident = path
             stall.action = action
+            self.incident_count += 1
         logger.error(
             "lifesigns agent: worker %d (pid %d) frozen %.1f s, past live_fail_after=%g s; "
             "incident %s; %s",

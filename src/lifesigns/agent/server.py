@@ -7,6 +7,8 @@ agent's own threads), so that the shared probe router can take its place.
 * ``/livez``: fails only when the service cannot serve (see
   :meth:`~lifesigns.agent.monitor.Monitor.liveness`); ``?verbose`` lists every worker.
 * ``/readyz``: ready when at least ``min_ready`` workers (default all) are ready.
+* ``/metrics``: every worker's metrics labelled ``worker="<slot>"``, and the agent's own
+  (:mod:`~lifesigns.agent.metrics`).
 * ``/debug/``, ``/debug/workers``, ``/debug/stalls?worker=N``, ``/debug/published?worker=N``,
   ``/debug/incidents``: with the bearer token (``LIFESIGNS_TOKEN``) only.
 
@@ -25,6 +27,7 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 from .._secrets import SecretRedactor, tokens_match
+from . import metrics
 from .incidents import IncidentWriter
 from .monitor import Monitor
 
@@ -70,6 +73,8 @@ class AgentRouter:
             return self._livez("verbose" in params, self.authorized(headers))
         if path == "/readyz":
             return self._readyz("verbose" in params)
+        if path == "/metrics":
+            return self._metrics()
         if path == "/debug" or path.startswith("/debug/"):
             if not self.authorized(headers):
                 return (
@@ -107,6 +112,47 @@ class AgentRouter:
                 lines.append(f"[{mark}]worker {w['slot']} pid {w['pid']} {w['phase']}")
         lines.append("readyz check passed" if ready else "readyz check failed")
         return (200 if ready else 503), _TEXT, ("\n".join(lines) + "\n").encode()
+
+    def _metrics(self) -> Answer:
+        m = self.monitor
+        workers = m.workers()
+        own = "".join(
+            [
+                metrics.family(
+                    "lifesigns_agent_workers",
+                    "gauge",
+                    "Workers holding a heartbeat slot.",
+                    [("", len(workers))],
+                ),
+                metrics.family(
+                    "lifesigns_agent_heartbeat_age_seconds",
+                    "gauge",
+                    "Seconds since each worker's event loop last beat, read by the agent.",
+                    [(f'worker="{w["slot"]}"', w["heartbeat_age_s"]) for w in workers],
+                ),
+                metrics.family(
+                    "lifesigns_agent_stalls_total",
+                    "counter",
+                    "Stalls the agent saw, by worker slot.",
+                    [(f'worker="{slot}"', n) for slot, n in sorted(m.stall_counts.items())],
+                ),
+                metrics.family(
+                    "lifesigns_agent_incidents_total",
+                    "counter",
+                    "Incident files written.",
+                    [("", m.incident_count)],
+                ),
+                metrics.family(
+                    "lifesigns_agent_restarts_total",
+                    "counter",
+                    "Frozen workers replaced.",
+                    [("", m.restarts)],
+                ),
+            ]
+        )
+        published = metrics.read_published(m.runtime_dir, [w["slot"] for w in workers])
+        text = self.redactor.redact(metrics.merge(published, own))
+        return 200, {"Content-Type": metrics.CONTENT_TYPE}, text.encode()
 
     def _debug(self, name: str, params: dict[str, list[str]]) -> Answer:
         slot = None

@@ -10,7 +10,8 @@ When the agent starts the server it sets ``LIFESIGNS_AGENT_DIR``; each worker's
   flight into the slot (on each request's arrival, and every 0.25 s);
 * every ``publish_every`` seconds (2), from its own thread, writes the worker's dumps
   (pool holders, thread limiter, tasks, stalls...) to ``<dir>/worker-<slot>.json``,
-  atomically, secrets masked, each dump bounded in time and the file in size;
+  atomically, secrets masked, each dump bounded in time and the file in size, and its
+  metrics to ``<dir>/metrics-<slot>.prom`` (:mod:`~lifesigns.agent.metrics`);
 * asks the kernel to kill the worker when its parent (the server's master) dies, so that
   no worker outlives an agent killed by SIGKILL;
 * enables :mod:`faulthandler` into ``<dir>/traceback-<pid>.txt``, after the server's own
@@ -258,13 +259,21 @@ class AgentLink:
             "published_ns": time.monotonic_ns(),
             "dumps": dumps,
         }
-        text = _bounded_json(document)
-        text = self.signs.redactor.redact(text)
+        text = self.signs.redactor.redact(_bounded_json(document))
         target = self.directory / f"worker-{slot.index}.json"
+        self._write(target, text)
+        self._write(self.directory / f"metrics-{slot.index}.prom", self._metrics())
+        return target
+
+    def _metrics(self) -> str:
+        from ..metrics import render
+
+        return render(self.signs.registry).decode("utf-8", "replace")
+
+    def _write(self, target: Path, text: str) -> None:
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")
         temporary.write_text(text, encoding="utf-8")
         os.replace(temporary, target)
-        return target
 
     def _take_dump(self, name: str, producer: Callable[[], Any]) -> Any:
         if name in self._running_dumps:
