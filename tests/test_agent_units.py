@@ -201,3 +201,37 @@ def test_metrics_of_two_workers_merge_into_one_family_labelled_by_slot():
         'hits_total{worker="1"} 7',
         'hits_created{worker="1"} 6',
     ]
+
+
+async def test_a_worker_under_the_agent_beats_into_its_slot_and_binds_no_side_port(
+    tmp_path, monkeypatch
+):
+    import asyncio
+
+    from lifesigns import Lifesigns
+
+    table = SlotTable.create(tmp_path / "slots", 4)
+    monkeypatch.setenv("LIFESIGNS_AGENT_DIR", str(tmp_path))
+    signs = Lifesigns(service="unit", token=TOKEN, side_port=0, stall_threshold=0.05)
+    names = [c.name for c in signs.host.components]
+    assert "agent-link" in names and "side-port" not in names
+    await signs.start()
+    try:
+        (view,) = table.held()
+        assert view.pid == os.getpid()
+        first = view.beat_ns
+        await asyncio.sleep(0.3)
+        again = table.read(view.index)
+        assert again is not None and again.beat_ns > first and again.age() < 0.2
+        published = tmp_path / f"worker-{view.index}.json"
+        deadline = time.monotonic() + 10
+        while not published.exists() and time.monotonic() < deadline:
+            await asyncio.sleep(0.05)
+        document = json.loads(published.read_text())
+        assert document["pid"] == os.getpid() and "stalls" in document["dumps"]
+        assert "threads" not in document["dumps"]
+        assert TOKEN not in published.read_text()
+        assert (tmp_path / f"metrics-{view.index}.prom").read_text().startswith("# HELP")
+    finally:
+        await signs.stop()
+    assert table.held() == []  # the slot is given back at the end of the lifespan

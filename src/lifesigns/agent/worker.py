@@ -113,6 +113,7 @@ class AgentLink:
         self._thread: threading.Thread | None = None
         self._running_dumps: set[str] = set()
         self._traceback: IO[str] | None = None
+        self._orphan_guard = False
         self._hook_requests()
 
     def __repr__(self) -> str:
@@ -132,7 +133,7 @@ class AgentLink:
                 "lifesigns run: cannot take a heartbeat slot in %s: %s", self.directory, exc
             )
             return
-        _linux.die_with_parent()
+        self._orphan_guard = _linux.die_with_parent()
         self._enable_faulthandler()
         slot = self.slot
         beat: Callable[[float], None] = lambda now: slot.beat(int(now * 1e9))  # noqa: E731
@@ -169,6 +170,9 @@ class AgentLink:
         if self.slot is not None:
             self.slot.free()
             self.slot = None
+        if self._orphan_guard:  # the lifespan is over: no longer ours to decide
+            _linux.die_with_parent(0)
+            self._orphan_guard = False
         if self._table is not None:
             self._table.close()
             self._table = None
