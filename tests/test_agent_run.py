@@ -140,6 +140,8 @@ def test_gunicorn_worker_frozen_past_live_fail_after_is_replaced_after_its_evide
         assert holders, incident["published"]["dumps"]["pool"]
         assert incident["stacks"]["native"]["threads"], incident["stacks"]["native"]
         assert TOKEN_NOT_IN(incident)
+        # The worker's own watchdog (the GIL was free) named the same frame.
+        assert incident["in_process"]["agrees"] is True, incident["in_process"]
         # Then the worker was made to dump its own traceback, and died.
         agent.wait_for_log(rf"worker pid {frozen}'s own traceback", 15)
         poll(lambda: not alive(frozen), 15, f"worker {frozen} gone")

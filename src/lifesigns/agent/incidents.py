@@ -142,6 +142,17 @@ def render_text(incident: dict[str, Any]) -> str:
         f"action: {incident.get('action', '')}",
         "",
     ]
+    in_process = incident.get("in_process") or {}
+    if in_process.get("headline"):
+        agrees = {True: "same frame", False: "a different frame", None: "no frame to compare"}
+        lines.append(
+            f"the worker's own watchdog said ({agrees[in_process.get('agrees')]}): "
+            f"{in_process['headline']}"
+        )
+        lines.append("")
+    elif in_process.get("note"):
+        lines.append(f"the worker's own watchdog: {in_process['note']}")
+        lines.append("")
     memory = incident.get("memory") or {}
     if memory:
         lines.append("memory: " + ", ".join(f"{k} {v}" for k, v in memory.items()))

@@ -360,6 +360,7 @@ class Monitor:
         with self._lock:
             stall.samples.append((time.monotonic_ns(), python))
         action, replace = self._decide(view)
+        published = self._published(view)
         incident = {
             "summary": headline(stall),
             "at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
@@ -389,7 +390,8 @@ class Monitor:
             "stacks": {"python": python.as_dict(), "native": native.as_dict()},
             "stall": stall.as_dict(),
             "memory": _memory(view.pid),
-            "published": self._published(view),
+            "published": published,
+            "in_process": _in_process_view(published, python),
             "agent_log": list(self.log_ring.lines) if self.log_ring is not None else [],
         }
         path = None
@@ -584,6 +586,28 @@ class Monitor:
         with self._lock:
             worker = self._workers.get(slot)
         return None if worker is None else self._published(worker.view)
+
+
+def _in_process_view(published: dict[str, Any] | None, s: Sample) -> dict[str, Any]:
+    """What the worker's own watchdog said of this stall, and whether both name one frame."""
+    stalls = ((published or {}).get("dumps") or {}).get("stalls") or {}
+    current = stalls.get("current") if isinstance(stalls, dict) else None
+    if not current:
+        return {
+            "headline": None,
+            "agrees": None,
+            "note": "the in-process watchdog had published no stall in progress (C code "
+            "holding the GIL stops it, or the stall began after its last publication)",
+        }
+    thread = _loop_thread(s)
+    frame = thread.top_app_frame
+    site = f"{Path(frame.filename).name}:{frame.line}" if frame is not None else None
+    headline_text = str(current.get("headline", ""))
+    return {
+        "headline": headline_text,
+        "agrees": None if site is None else site in headline_text,
+        "published_age_s": (published or {}).get("age_s"),
+    }
 
 
 def _dur(s: Sample) -> str:

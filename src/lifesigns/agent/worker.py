@@ -114,6 +114,7 @@ class AgentLink:
         self._running_dumps: set[str] = set()
         self._traceback: IO[str] | None = None
         self._orphan_guard = False
+        self._published_stall: int | None = None
         self._hook_requests()
 
     def __repr__(self) -> str:
@@ -238,9 +239,14 @@ class AgentLink:
             if self._request is None:
                 in_flight = self.signs.requests.in_flight()
                 self._request = in_flight[-1] if in_flight else None
+            # A stall the in-process watchdog just saw is published at once, so that the
+            # agent's incident can hold both views of it.
+            stall = self.watch.watchdog.current if self.watch is not None else None
+            fresh_stall = stall is not None and stall.number != self._published_stall
             try:
                 self._publish_state()
-                if time.monotonic() >= next_dumps:
+                if fresh_stall or time.monotonic() >= next_dumps:
+                    self._published_stall = stall.number if stall is not None else None
                     self.publish_dumps()
                     next_dumps = time.monotonic() + self.publish_every
             except Exception:  # publishing must never end the worker's evidence for good
