@@ -212,3 +212,28 @@ def test_one_scrape_has_every_workers_metrics_labelled_by_slot():
                 timeout=30,
             )
             assert checked.returncode == 0, checked.stdout + checked.stderr
+
+
+def test_a_server_without_a_supervisor_is_never_killed_and_fails_liveness_instead():
+    with AgentRun(
+        lambda port: uvicorn(port, workers=1),
+        options=["--stall-threshold", "0.25", "--live-fail-after", "1"],
+    ) as agent:
+        agent.start(workers=1)
+        (worker,) = agent.workers()
+        assert worker["pid"] == agent.server_pid()
+        since = len(agent.log())
+
+        def call() -> None:
+            with contextlib.suppress(httpx.HTTPError):
+                httpx.get(agent.app + "/freeze/sleep/4", timeout=30)
+
+        import threading
+
+        threading.Thread(target=call, daemon=True).start()
+        agent.wait_for_log(r"not replaced: the worker is the server itself", 15, since=since)
+        livez = agent.get("/livez", token=False)
+        assert livez.status_code == 503 and "cannot be replaced" in livez.text, livez.text
+        assert alive(worker["pid"])
+        # Once it beats again, the service is alive again.
+        poll(lambda: agent.get("/livez", token=False).status_code == 200, 15, "alive again")
