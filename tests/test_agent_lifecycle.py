@@ -183,6 +183,15 @@ def test_a_bad_option_is_named_with_what_is_allowed():
         timeout=30,
     )
     assert done.returncode == 2 and "no server command" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "lifesigns", "run", "--", "true"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+        env={**os.environ, "LIFESIGNS_MAX_RESTARTS": "many"},
+    )
+    assert done.returncode == 2
+    assert "LIFESIGNS_MAX_RESTARTS='many' is not an integer" in done.stderr
 
 
 def test_one_scrape_has_every_workers_metrics_labelled_by_slot():

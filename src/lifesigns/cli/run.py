@@ -28,8 +28,10 @@ example:
   lifesigns run --port 9000 -- uvicorn app.main:app --workers 4
   lifesigns run -- gunicorn -w 4 -k uvicorn_worker.UvicornWorker app.main:app
 
-Every option may come from LIFESIGNS_<NAME> (LIFESIGNS_SIDE_PORT, LIFESIGNS_STALL_THRESHOLD,
-...); dumps need LIFESIGNS_TOKEN as a bearer token (never put it on the command line)."""
+Every option may come from the environment: --host and --port from LIFESIGNS_SIDE_HOST and
+LIFESIGNS_SIDE_PORT, the others from LIFESIGNS_ and the option's name (--max-restarts:
+LIFESIGNS_MAX_RESTARTS; --dry-run: LIFESIGNS_DRY_RUN=1); a flag wins. Dumps need
+LIFESIGNS_TOKEN as a bearer token (never put it on the command line)."""
 
 
 class UsageError(ValueError):
@@ -80,14 +82,12 @@ def build_parser() -> argparse.ArgumentParser:
         "--incident-dir",
         help="where incident files go (LIFESIGNS_INCIDENT_DIR; $TMPDIR/lifesigns-incidents)",
     )
-    p.add_argument("--max-incidents", default="20", help="incident files kept (20)")
-    p.add_argument("--max-restarts", default="3", help="replacements allowed per window (3)")
-    p.add_argument("--restart-window", default="300", help="the window, in seconds (300)")
-    p.add_argument(
-        "--cooldown", default="5", help="seconds after a replacement, doubled each time (5)"
-    )
+    p.add_argument("--max-incidents", help="incident files kept (20)")
+    p.add_argument("--max-restarts", help="replacements allowed per window (3)")
+    p.add_argument("--restart-window", help="the window, in seconds (300)")
+    p.add_argument("--cooldown", help="seconds after a replacement, doubled each time (5)")
     p.add_argument("--dry-run", action="store_true", help="record incidents, replace nothing")
-    p.add_argument("--slots", default="64", help="heartbeat slots: most workers at once (64)")
+    p.add_argument("--slots", help="heartbeat slots: most workers at once (64)")
     p.add_argument("command", nargs=argparse.REMAINDER, help="-- then the server command")
     return p
 
@@ -111,6 +111,18 @@ def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
         return 2
 
 
+def _pick(
+    given: str | None, env: Mapping[str, str], flag: str, name: str, default: str | None
+) -> tuple[str, str | None]:
+    """The value of an option and where it came from (the flag, or ``LIFESIGNS_<NAME>``)."""
+    if given is not None:
+        return flag, given
+    from_env = _env(env, name, None)
+    if from_env is not None:
+        return f"LIFESIGNS_{name}", from_env
+    return flag, default
+
+
 def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> int:
     from .._secrets import SecretRedactor
     from ..agent.incidents import IncidentWriter
@@ -119,41 +131,37 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
     from ..agent.server import AgentRouter, SidePortServer
     from ..agent.slots import SlotTable
 
-    host = str(args.host or _env(env, "SIDE_HOST", "127.0.0.1"))
-    port = _integer("--port", args.port or _env(env, "SIDE_PORT", "9000"), low=0, high=65535)
-    threshold = _seconds(
-        "--stall-threshold",
-        args.stall_threshold or _env(env, "STALL_THRESHOLD", "0.25"),
-        low=0.005,
-        high=600,
-    )
-    live = _seconds(
-        "--live-fail-after",
-        args.live_fail_after or _env(env, "LIVE_FAIL_AFTER", "10"),
-        low=0.01,
-        high=86400,
-    )
+    def seconds(flag: str, name: str, default: str, low: float, high: float) -> float:
+        where, value = _pick(getattr(args, flag[2:].replace("-", "_")), env, flag, name, default)
+        return _seconds(where, value, low=low, high=high)
+
+    def integer(flag: str, name: str, default: str | None, low: int, high: int) -> int | None:
+        where, value = _pick(getattr(args, flag[2:].replace("-", "_")), env, flag, name, default)
+        return None if value is None else _integer(where, value, low=low, high=high)
+
+    host = _pick(args.host, env, "--host", "SIDE_HOST", "127.0.0.1")[1] or "127.0.0.1"
+    port = integer("--port", "SIDE_PORT", "9000", 0, 65535) or 0
+    threshold = seconds("--stall-threshold", "STALL_THRESHOLD", "0.25", 0.005, 600)
+    live = seconds("--live-fail-after", "LIVE_FAIL_AFTER", "10", 0.01, 86400)
+    dry_where, dry = _pick("1" if args.dry_run else None, env, "--dry-run", "DRY_RUN", "0")
+    if (dry or "").lower() not in ("1", "true", "yes", "on", "0", "false", "no", "off"):
+        raise UsageError(f"{dry_where}={dry!r} is not a boolean; allowed: 1/0, true/false")
     try:
         settings = AgentSettings(
             stall_threshold=threshold,
             live_fail_after=live,
-            min_ready=(
-                None
-                if args.min_ready is None
-                else _integer("--min-ready", args.min_ready, low=0, high=4096)
-            ),
-            dry_run=args.dry_run,
-            max_restarts=_integer("--max-restarts", args.max_restarts, low=0, high=1000),
-            restart_window=_seconds("--restart-window", args.restart_window, low=0.001, high=86400),
-            cooldown=_seconds("--cooldown", args.cooldown, low=0, high=86400),
+            min_ready=integer("--min-ready", "MIN_READY", None, 0, 4096),
+            dry_run=(dry or "").lower() in ("1", "true", "yes", "on"),
+            max_restarts=integer("--max-restarts", "MAX_RESTARTS", "3", 0, 1000) or 0,
+            restart_window=seconds("--restart-window", "RESTART_WINDOW", "300", 0.001, 86400),
+            cooldown=seconds("--cooldown", "COOLDOWN", "5", 0, 86400),
         )
     except ValueError as exc:
         raise UsageError(str(exc)) from None
-    slots = _integer("--slots", args.slots, low=1, high=4096)
-    max_incidents = _integer("--max-incidents", args.max_incidents, low=1, high=10000)
+    slots = integer("--slots", "SLOTS", "64", 1, 4096) or 64
+    max_incidents = integer("--max-incidents", "MAX_INCIDENTS", "20", 1, 10000) or 20
     incident_dir = Path(
-        args.incident_dir
-        or _env(env, "INCIDENT_DIR", None)
+        _pick(args.incident_dir, env, "--incident-dir", "INCIDENT_DIR", None)[1]
         or Path(tempfile.gettempdir()) / "lifesigns-incidents"
     )
     token = _env(env, "TOKEN", None)
