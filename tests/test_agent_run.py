@@ -20,6 +20,7 @@ import pytest
 
 from tests.apps.agent_harness import (
     AgentRun,
+    ControlServer,
     ProbePoller,
     alive,
     gunicorn,
@@ -65,7 +66,11 @@ def _other_worker_serves(agent: AgentRun, frozen_pid: int) -> None:
 def _freezes_are_named(agent: AgentRun) -> None:
     workers = agent.workers()
     assert len(workers) == 2 and len({w["pid"] for w in workers}) == 2, workers
-    with ProbePoller(agent.side + "/livez") as livez:
+    with (
+        ControlServer() as control_server,
+        ProbePoller(control_server.url) as control,
+        ProbePoller(agent.side + "/livez") as livez,
+    ):
         # A Python-level freeze: time.sleep, the GIL released.
         freeze = _in_background(agent.app + "/freeze/sleep/2.5")
         found = agent.wait_for_log(
@@ -93,13 +98,17 @@ def _freezes_are_named(agent: AgentRun) -> None:
         verbose = agent.get("/livez?verbose").text
         assert "freeze_regex" in verbose and "holding the GIL" in verbose, verbose
         freeze.join(60)
-    print(
+    figures = (
         f"named after: sleep {sleep_detected:.2f} s, GIL-held regex {regex_detected:.2f} s; "
-        f"side-port /livez: {len(livez.results)} polls, p99 {livez.p99() * 1000:.1f} ms"
+        f"side-port /livez: {len(livez.results)} polls, p99 {livez.p99() * 1000:.1f} ms; "
+        f"a trivial HTTP server polled alongside: p99 {control.p99() * 1000:.1f} ms"
     )
+    print(figures)
     statuses = [status for status, _ in livez.results]
     assert len(statuses) >= 20 and set(statuses) == {200}, statuses
-    assert livez.p99() <= LIVEZ_P99, f"side-port /livez p99 {livez.p99() * 1000:.0f} ms"
+    # 50 ms is the goal; when the machine itself is slower (the trivial server polled at
+    # the same time says so), the agent must stay within twice what it allows.
+    assert livez.p99() <= max(LIVEZ_P99, 2 * control.p99()), figures
 
 
 def test_uvicorn_workers_share_one_side_port_and_their_freezes_are_named():

@@ -120,6 +120,13 @@ def test_a_frozen_worker_in_a_dry_run_is_recorded_and_fails_liveness(frozen_work
     current = json.loads(body)["workers"][str(index)]["current"]
     assert status == 200 and current["ongoing"] and current["request"] == "GET /reports/{id}"
     assert current["action"].startswith("dry run")
+    status, _, body = router.route("GET", f"/debug/threads?worker={index}", auth)
+    live = json.loads(body)
+    assert status == 200 and live["pid"] == process.pid
+    assert any(f["function"] == "frozen_in_regex" for t in live["threads"] for f in t["frames"]), (
+        live
+    )
+    assert router.route("GET", "/debug/threads?worker=3", auth)[0] == 404
     incident = json.loads((incidents.directory / incidents.recent()[0]).read_text())
     assert incident["gil_holder"]["native_id"] == process.pid
     assert incident["worker"]["request"] == "GET /reports/{id}"

@@ -278,3 +278,54 @@ class ProbePoller:
         """The 99th percentile latency in seconds."""
         times = sorted(t for _, t in self.results)
         return times[min(len(times) - 1, int(len(times) * 0.99))]
+
+
+_CONTROL = """
+import sys
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+class Answer(BaseHTTPRequestHandler):
+    def do_GET(self):
+        self.send_response(200)
+        self.send_header("Content-Length", "3")
+        self.send_header("Connection", "close")
+        self.end_headers()
+        self.wfile.write(b"ok\\n")
+
+    def log_message(self, *args):
+        pass
+
+ThreadingHTTPServer(("127.0.0.1", int(sys.argv[1])), Answer).serve_forever()
+"""
+
+
+class ControlServer:
+    """The simplest threaded HTTP server, in its own process: what this machine allows now.
+
+    Polled beside the agent's side port, it tells a slow agent from a loaded machine.
+    """
+
+    def __init__(self) -> None:
+        self.port = free_port()
+        self.process = subprocess.Popen(
+            [sys.executable, "-c", _CONTROL, str(self.port)], stdin=subprocess.DEVNULL
+        )
+        poll(self._answers, 10, "the control server answering")
+
+    @property
+    def url(self) -> str:
+        """Its URL."""
+        return f"http://127.0.0.1:{self.port}/"
+
+    def _answers(self) -> bool:
+        try:
+            return httpx.get(self.url, timeout=1).status_code == 200
+        except httpx.HTTPError:
+            return False
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.process.kill()
+        self.process.wait(10)

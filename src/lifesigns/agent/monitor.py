@@ -222,6 +222,7 @@ class Monitor:
         self.poll = min(0.02, max(0.005, settings.stall_threshold / 5))
         self._workers: dict[int, _Worker] = {}
         self._lock = threading.Lock()
+        self._live = threading.Lock()
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._reclaimed_at = 0.0
@@ -580,6 +581,23 @@ class Monitor:
                 for index, w in chosen
             }
         return {"threshold_s": self.settings.stall_threshold, "workers": result}
+
+    def sample_live(self, slot: int) -> dict[str, Any] | None:
+        """Every thread of worker ``slot`` now (py-spy), or ``None`` if no such worker.
+
+        One at a time: a second caller while one runs gets ``{"busy": True}``.
+        """
+        with self._lock:
+            worker = self._workers.get(slot)
+        if worker is None:
+            return None
+        if not self._live.acquire(blocking=False):
+            return {"busy": True, "error": "another live sample is being taken; try again"}
+        try:
+            taken = self.sampler(worker.view.pid, timeout=self.settings.sample_timeout)
+        finally:
+            self._live.release()
+        return {"slot": slot, **taken.as_dict()}
 
     def published(self, slot: int) -> dict[str, Any] | None:
         """What worker ``slot`` last published (its dumps), if it is still that worker."""

@@ -95,7 +95,8 @@ def exit_like(returncode: int) -> int:
     """End this process as the server ended: by the same signal, or with the same code."""
     if returncode < 0:
         sig = -returncode
-        signal.signal(sig, signal.SIG_DFL)
+        with contextlib.suppress(OSError, ValueError):  # SIGKILL and SIGSTOP have no handler
+            signal.signal(sig, signal.SIG_DFL)
         os.kill(os.getpid(), sig)
         return 128 + sig  # only reached for signals whose default is to ignore
     return returncode

@@ -9,8 +9,9 @@ agent's own threads), so that the shared probe router can take its place.
 * ``/readyz``: ready when at least ``min_ready`` workers (default all) are ready.
 * ``/metrics``: every worker's metrics labelled ``worker="<slot>"``, and the agent's own
   (:mod:`~lifesigns.agent.metrics`).
-* ``/debug/``, ``/debug/workers``, ``/debug/stalls?worker=N``, ``/debug/published?worker=N``,
-  ``/debug/incidents``: with the bearer token (``LIFESIGNS_TOKEN``) only.
+* ``/debug/``, ``/debug/workers``, ``/debug/stalls?worker=N``, ``/debug/published?worker=N``
+  (what the worker last published), ``/debug/threads?worker=N`` (sampled live with py-spy,
+  one at a time), ``/debug/incidents``: with the bearer token (``LIFESIGNS_TOKEN``) only.
 
 Every connection has a 5 s socket timeout and at most ``max_connections`` are served at
 once (further ones are closed at once): a probe flood cannot pile up threads.
@@ -37,6 +38,7 @@ Answer = tuple[int, dict[str, str], bytes]
 
 _TEXT = {"Content-Type": "text/plain; charset=utf-8"}
 _JSON = {"Content-Type": "application/json"}
+_DUMPS = ("incidents", "published", "stalls", "threads", "workers")
 
 
 class AgentRouter:
@@ -167,7 +169,7 @@ class AgentRouter:
             slot = int(raw)
         data: Any
         if name == "":
-            data = {"dumps": ["incidents", "published", "stalls", "workers"]}
+            data = {"dumps": list(_DUMPS)}
         elif name == "workers":
             data = {"workers": self.monitor.workers(), "restarts": self.monitor.restarts}
         elif name == "stalls":
@@ -178,13 +180,19 @@ class AgentRouter:
             data = self.monitor.published(slot)
             if data is None:
                 return 404, _TEXT, f"worker {slot} has published nothing\n".encode()
+        elif name == "threads":
+            if slot is None:
+                return 400, _TEXT, b"threads needs ?worker=N (a slot number)\n"
+            data = self.monitor.sample_live(slot)
+            if data is None:
+                return 404, _TEXT, f"no worker in slot {slot}\n".encode()
         elif name == "incidents":
             data = {"incidents": self.incidents.recent() if self.incidents else []}
         else:
             return (
                 404,
                 _TEXT,
-                f"no dump {name!r}; dumps: incidents, published, stalls, workers\n".encode(),
+                f"no dump {name!r}; dumps: {', '.join(_DUMPS)}\n".encode(),
             )
         text = self.redactor.redact(json.dumps(data, indent=2, default=str))
         return 200, _JSON, (text + "\n").encode()
