@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import json
 import re
+import sys
 import threading
 from pathlib import Path
 from typing import Any
@@ -186,3 +187,33 @@ def test_gunicorn_workers_share_one_side_port_and_their_freezes_are_named():
     ) as agent:
         agent.start(workers=2)
         _freezes_are_named(agent)
+
+
+def _fastapi_run(port: int) -> list[str]:
+    return [
+        sys.executable,
+        "-m",
+        "fastapi",
+        "run",
+        "tests/apps/agent_service.py",
+        "--host",
+        "127.0.0.1",
+        "--port",
+        str(port),
+        "--workers",
+        "2",
+    ]
+
+
+def test_fastapi_run_workers_as_in_the_dockerfile_are_watched_by_one_agent():
+    with AgentRun(
+        _fastapi_run, options=["--stall-threshold", str(THRESHOLD), "--live-fail-after", "60"]
+    ) as agent:
+        agent.start(workers=2)
+        freeze = _in_background(agent.app + "/freeze/sleep/1.5")
+        found = agent.wait_for_log(
+            _stall_line("freeze_sleep", "sleep", r"/freeze/sleep/(?:1\.5|\{seconds\})"), 10
+        )
+        _other_worker_serves(agent, int(found["pid"]))
+        freeze.join(30)
+        assert "Address already in use" not in agent.log()
