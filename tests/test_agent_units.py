@@ -210,7 +210,7 @@ def test_metrics_of_two_workers_merge_into_one_family_labelled_by_slot():
     ]
 
 
-async def test_a_worker_under_the_agent_beats_into_its_slot_and_binds_no_side_port(
+async def test_a_worker_under_the_agent_beats_into_its_slot_and_publishes_its_dumps(
     tmp_path, monkeypatch
 ):
     import asyncio
@@ -219,9 +219,8 @@ async def test_a_worker_under_the_agent_beats_into_its_slot_and_binds_no_side_po
 
     table = SlotTable.create(tmp_path / "slots", 4)
     monkeypatch.setenv("LIFESIGNS_AGENT_DIR", str(tmp_path))
-    signs = Lifesigns(service="unit", token=TOKEN, side_port=0, stall_threshold=0.05)
-    names = [c.name for c in signs.host.components]
-    assert "agent-link" in names and "side-port" not in names
+    signs = Lifesigns(service="unit", token=TOKEN, stall_threshold=0.05)
+    assert "agent-link" in [c.name for c in signs.host.components]
     await signs.start()
     try:
         (view,) = table.held()

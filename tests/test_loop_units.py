@@ -17,6 +17,7 @@ import pytest
 import lifesigns.loop
 from lifesigns import Lifesigns
 from lifesigns.errors import ConfigError
+from lifesigns.host import Host
 from lifesigns.loop import LoopSettings, attach
 from lifesigns.loop.census import TaskCensus, creator_site
 from lifesigns.loop.classify import Evidence, StallClass, classify
@@ -137,23 +138,23 @@ def test_reporter_logs_one_report_and_one_end_and_rate_limits_a_site(
 
 
 def test_settings_refuse_bad_values() -> None:
-    signs = Lifesigns(watchdog=False)
+    host = Host()  # a light host: no Lifesigns needed to test the loop's settings
     with pytest.raises(ConfigError, match="live_fail_after"):
-        attach(signs, stall_threshold=1.0, live_fail_after=0.5)
+        attach(host, stall_threshold=1.0, live_fail_after=0.5)
     with pytest.raises(ConfigError, match="side_port"):
-        attach(signs, side_port=70000)
-    assert LoopSettings.build(signs.settings).stall_threshold == 0.25
+        Lifesigns(watchdog=False, side_port=70000)  # the side port is no longer the loop's
+    assert LoopSettings.build(host.settings).stall_threshold == 0.25
     assert "live_fail_after=10.0" in repr(LoopSettings())
 
 
 @pytest.mark.parametrize("loop_kind", ["asyncio", "uvloop"])
 def test_watch_detects_a_stall_in_process_and_serves_it_on_the_side_port(loop_kind: str) -> None:
     async def scenario() -> tuple[dict[str, object], int, int, str]:
-        signs = Lifesigns(token="unit-test-token-0123456789", watchdog=False)
-        watch = attach(signs, side_port=0, stall_threshold=0.1, live_fail_after=0.3)
+        signs = Lifesigns(token="unit-test-token-0123456789", watchdog=False, side_port=0)
+        watch = attach(signs, stall_threshold=0.1, live_fail_after=0.3)
         await signs.start()
         try:
-            port = watch.side_port.port if watch.side_port else None
+            port = signs.side_port.port if signs.side_port else None
             assert port and port > 0
             time.sleep(0.6)  # stall: unit
             await asyncio.sleep(0.2)

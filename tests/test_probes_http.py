@@ -20,6 +20,9 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 
 
 def build(**options) -> tuple[Lifesigns, Starlette]:
+    # Deliberate change (issue 10): the application port serves the probes only by default;
+    # these tests read /metrics and /debug/* there too, so they ask for every surface.
+    options.setdefault("expose", "all")
     signs = Lifesigns(service="orders", version="1.4.2", token=TOKEN, **options)
 
     async def hello(request):

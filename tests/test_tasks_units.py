@@ -10,6 +10,7 @@ import pytest
 from lifesigns import Lifesigns
 from lifesigns.errors import ConfigError
 from lifesigns.health import Phase
+from lifesigns.host import Host
 from lifesigns.tasks import attach
 from lifesigns.tasks.stack import await_chain, innermost_own_frame
 from lifesigns.tasks.state import RestartIntensity, TaskSpec
@@ -36,16 +37,16 @@ def test_backoff_doubles_up_to_its_cap() -> None:
 
 
 def test_bad_registrations_are_refused() -> None:
-    signs = Lifesigns(service="units")
+    tasks = attach(Host())  # a light host: no Lifesigns needed to test the supervisor
     with pytest.raises(ConfigError, match="every"):
-        signs.periodic(every=0)
+        tasks.periodic(every=0)
     with pytest.raises(ConfigError, match="restart="):
-        signs.supervised(restart="sometimes")
+        tasks.supervised(restart="sometimes")
     with pytest.raises(ConfigError, match="task name"):
         TaskSpec("bad name!", _job)
-    signs.periodic(every=1)(_job)
+    tasks.periodic(every=1)(_job)
     with pytest.raises(ConfigError, match="already registered"):
-        signs.periodic(every=1)(_job)
+        tasks.periodic(every=1)(_job)
 
 
 async def test_await_chain_reaches_the_innermost_line() -> None:

@@ -7,9 +7,9 @@ import contextlib
 import logging
 import sys
 import time
-from collections.abc import AsyncIterator, Callable, Mapping
+from collections.abc import AsyncIterator, Callable, Collection, Mapping
 from contextlib import AbstractAsyncContextManager, asynccontextmanager
-from typing import TYPE_CHECKING, Any, Protocol, TypeVar, overload
+from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
@@ -28,6 +28,7 @@ from .startup import Dependency, wait_for
 
 if TYPE_CHECKING:
     from .db.bulkhead import Bulkhead
+    from .tasks import Supervisor
 
 logger = logging.getLogger("lifesigns")
 
@@ -85,6 +86,20 @@ class Lifesigns:
     * ``watchdog``: watch the event loop for stalls (on; see :mod:`lifesigns.loop`).
     * ``memory``: sample RSS and the Python heap for growth (on; see
       :mod:`lifesigns.memory`).
+    * ``expose``: what the application port serves: ``"probes"`` (the
+      default), ``"probes,metrics"``, ``"all"``, ``"none"``; the side port serves
+      everything (see :mod:`lifesigns._surfaces`).
+    * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
+      when nothing else shows its logs (see :mod:`lifesigns._logging`).
+
+    The layers' other options (``census_interval``, ``memory_interval``,
+    ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
+    layer's own ``attach``; every option, its limits and its doc line are in one table,
+    :data:`lifesigns._config.OPTIONS` (the README's option reference).
+
+    It is the assembler: it builds a :class:`~lifesigns.host.Host` (``signs.host``) and
+    attaches each layer to it, handing over what one layer needs of another; no layer
+    imports this module.
     """
 
     def __init__(
@@ -110,6 +125,8 @@ class Lifesigns:
         deadline: float | object | None = UNSET,
         watchdog: bool | object = UNSET,
         memory: bool | object = UNSET,
+        expose: str | Collection[str] | object = UNSET,
+        log_format: str | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -133,6 +150,8 @@ class Lifesigns:
                 "deadline": deadline,
                 "watchdog": watchdog,
                 "memory": memory,
+                "expose": expose,
+                "log_format": log_format,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -152,26 +171,55 @@ class Lifesigns:
         self._running: list[Component] = []
         self._startup_task: asyncio.Task[None] | None = None
         self._attach_layers()
+        # One probe router for every port. The side port serves all of it from a thread,
+        # with or without the watchdog; a side_port given here (not by the environment)
+        # binds under tests and reloaders too (see lifesigns.sideport).
+        from .router import ProbeRouter
+        from .sideport import SidePort
+
+        self.router = ProbeRouter(host)
+        self.side_port: SidePort | None = None
+        if self.settings.side_port is not None:
+            self.side_port = SidePort(
+                self.router,
+                self.settings.side_host,
+                self.settings.side_port,
+                explicit=side_port is not UNSET,
+                components=lambda: host.components,
+            )
+            host.add_component(self.side_port)
 
     def _attach_layers(self) -> None:
-        # The loop layer first: it starts first and stops last, so it sees the whole
-        # lifespan, shutdown stalls included. Nothing here starts anything yet.
+        # The assembler: each layer registers on the host and knows no other layer; what
+        # one needs of another is handed over here. The loop layer first: it starts first
+        # and stops last, so it sees the whole lifespan, shutdown stalls included.
+        # Nothing here starts anything yet.
         from . import drain, memory
         from .http import inflight
 
+        host = self.host
         watch = None
         if self.settings.watchdog:
             from . import loop
 
-            watch = loop.attach(self)
-        inflight.attach(self)
-        drain.attach(self)
+            watch = loop.attach(host)
+        inflight.attach(host)
+        drain.attach(
+            host,
+            supervisor=lambda: cast("Supervisor | None", host.find_layer("tasks")),
+            engines=lambda: self._engines,
+        )
         if self.settings.memory:
-            memory.attach(self)
+            memory.attach(host)
         # Under `lifesigns run` (issue 9): a heartbeat slot for the agent, which owns the side port.
         from .agent import worker as agent_worker
 
-        agent_worker.attach(self, watch)
+        agent_worker.attach(host, watch)
+
+    def _tasks(self) -> Supervisor:
+        from . import tasks
+
+        return tasks.attach(self.host)
 
     def __repr__(self) -> str:
         s = self.settings
@@ -278,12 +326,14 @@ class Lifesigns:
             )
         s = self.settings
         chosen_timeout = (
-            s.check_timeout if timeout is None else _config.seconds("timeout", timeout, maximum=600)
+            s.check_timeout
+            if timeout is None
+            else _config.option("check_timeout").parse(timeout, given_as="timeout")
         )
         deadline = (
             s.startup_deadline
             if startup_deadline is None
-            else _config.seconds("startup_deadline", startup_deadline)
+            else _config.option("startup_deadline").parse(startup_deadline)
         )
         watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
         if forensics:
@@ -340,7 +390,7 @@ class Lifesigns:
         Steps run in order once every dependency answers, each within ``timeout``
         seconds; ``/startupz`` shows them. A step that raises or overruns fails start-up.
         """
-        chosen = _config.seconds("timeout", timeout)
+        chosen = _config.option("startup_deadline").parse(timeout, given_as="timeout")
         if any(n == name for n, _, _ in self._startup_steps) or any(
             d.name == name for d, _ in self._dependencies
         ):
@@ -368,18 +418,14 @@ class Lifesigns:
 
         See :meth:`lifesigns.tasks.Supervisor.periodic` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).periodic(every, timeout=timeout, jitter=jitter, **options)
+        return self._tasks().periodic(every, timeout=timeout, jitter=jitter, **options)
 
     def supervised(self, *, restart: str = "permanent", **options: Any) -> Callable[[F], F]:
         """Supervise the decorated long-running ``async def`` with an OTP restart policy.
 
         See :meth:`lifesigns.tasks.Supervisor.supervised` for ``options``.
         """
-        from .tasks import attach
-
-        return attach(self).supervised(restart=restart, **options)
+        return self._tasks().supervised(restart=restart, **options)
 
     def add_component(self, component: Component) -> None:
         """Give lifesigns a part to start with the lifespan and stop at its end."""
@@ -447,6 +493,9 @@ class Lifesigns:
         """Start every part, then wait for dependencies in the background."""
         if self._running or (self._startup_task and not self._startup_task.done()):
             raise RuntimeError("this Lifesigns is already running; one lifespan at a time")
+        from ._logging import ensure_handler
+
+        ensure_handler(self.settings.log_format)  # logs out of the box, not at import
         self.lifecycle.begin()
         self.metrics.phase.state(Phase.STARTING.value)
         self.host.mark_started()

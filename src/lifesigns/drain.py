@@ -33,33 +33,66 @@ import logging
 import signal
 import threading
 import time
-import weakref
+from collections.abc import Callable, Mapping
 from types import FrameType
-from typing import TYPE_CHECKING, Any
+from typing import Any, Protocol
 
+from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from .health.lifecycle import Phase
-
-if TYPE_CHECKING:
-    from .core import Lifesigns
+from .host import HasHost, Host, as_host
 
 logger = logging.getLogger("lifesigns.drain")
 
 _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
 
 
+class Stoppable(Protocol):
+    """What the drain stops before disposing engines: the task supervisor is one."""
+
+    async def stop(self) -> None: ...
+
+
+class Disposable(Protocol):
+    """A watched engine, as the drain sees it (``lifesigns.db.engine.WatchedEngine``)."""
+
+    @property
+    def engine(self) -> Engine | AsyncEngine: ...
+
+    def pool_state(self) -> Mapping[str, Any]: ...
+
+
+def _nothing() -> None:
+    return None
+
+
+def _no_engines() -> Mapping[str, Disposable]:
+    return {}
+
+
 class Drain:
-    """The drain sequence of one :class:`~lifesigns.Lifesigns`; a component.
+    """The drain sequence of one host; a component.
 
     Use :func:`attach`. :meth:`begin` starts the same sequence without a signal (for a
-    preStop hook, or a server lifesigns cannot hook).
+    preStop hook, or a server lifesigns cannot hook). ``supervisor`` and ``engines`` are
+    read when the lifespan ends, so tasks and engines registered after :func:`attach`
+    are stopped and disposed too.
     """
 
     name = "graceful drain"
 
-    def __init__(self, signs: Lifesigns, sig: signal.Signals = signal.SIGTERM) -> None:
-        self.signs = signs
+    def __init__(
+        self,
+        host: Host,
+        sig: signal.Signals = signal.SIGTERM,
+        *,
+        supervisor: Callable[[], Stoppable | None] = _nothing,
+        engines: Callable[[], Mapping[str, Disposable]] = _no_engines,
+    ) -> None:
+        self.host = host
+        self.supervisor = supervisor
+        self.engines = engines
         self.signal = sig
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: _Handler = None
@@ -70,7 +103,7 @@ class Drain:
         self._forwarded = False
 
     def __repr__(self) -> str:
-        s = self.signs.settings
+        s = self.host.settings
         return (
             f"Drain(drain_delay={s.drain_delay:g}, grace={s.grace:g}, "
             f"termination_grace={s.termination_grace:g}, draining={self.draining})"
@@ -86,7 +119,7 @@ class Drain:
         self._loop = asyncio.get_running_loop()
         self._hurry = asyncio.Event()
         self._began_at, self._forwarded = None, False
-        s = self.signs.settings
+        s = self.host.settings
         if s.drain_delay + s.grace > s.termination_grace:
             logger.warning(
                 "drain_delay %g s + grace %g s = %g s does not fit termination_grace %g s: "
@@ -137,27 +170,27 @@ class Drain:
         if self.draining:
             return
         self._began_at = time.monotonic()
-        signs = self.signs
-        signs.lifecycle.move_to(Phase.DRAINING, reason)
-        signs.metrics.phase.state(Phase.DRAINING.value)
-        s = signs.settings
+        host = self.host
+        host.lifecycle.move_to(Phase.DRAINING, reason)
+        host.metrics.phase.state(Phase.DRAINING.value)
+        s = host.settings
         logger.warning(
             "%s: draining. Readiness fails now; the server stops accepting in %g s, then "
             "waits up to %g s for %d request(s) in flight",
             reason,
             s.drain_delay,
             s.grace,
-            len(signs.requests),
+            len(host.requests),
         )
         self._task = asyncio.get_running_loop().create_task(self._drain(), name="lifesigns drain")
 
     async def _drain(self) -> None:
-        s = self.signs.settings
+        s = self.host.settings
         with contextlib.suppress(TimeoutError):
             await asyncio.wait_for(self._hurry.wait(), timeout=s.drain_delay)
         logger.info(
             "drain delay over: the server stops accepting; %d request(s) in flight",
-            len(self.signs.requests),
+            len(self.host.requests),
         )
         self._forwarded = True
         self._forward(int(self.signal), None)
@@ -174,7 +207,7 @@ class Drain:
             signal.raise_signal(sig)
 
     def _cancel_stragglers(self) -> None:
-        requests = self.signs.requests
+        requests = self.host.requests
         serving = [(t, requests.for_task(t)) for t in asyncio.all_tasks()]
         late = [(t, info) for t, info in serving if info is not None]
         for task, info in late:
@@ -182,7 +215,7 @@ class Drain:
                 "cancelling %s: still in flight %.1f s after the drain began (grace %g s)",
                 info.describe(),
                 time.monotonic() - (self._began_at or time.monotonic()),
-                self.signs.settings.grace,
+                self.host.settings.grace,
             )
             task.cancel("lifesigns: grace period over")
 
@@ -193,9 +226,7 @@ class Drain:
             task.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await task
-        from .tasks import _attached as supervisors
-
-        supervisor = supervisors.get(self.signs)
+        supervisor = self.supervisor()
         if supervisor is not None:
             await supervisor.stop()
         await self.dispose_engines()
@@ -205,8 +236,8 @@ class Drain:
 
     async def dispose_engines(self) -> None:
         """Dispose every watched engine's pool, each within the grace period; never raises."""
-        grace = self.signs.settings.grace
-        for name, watched in self.signs.engines.items():
+        grace = self.host.settings.grace
+        for name, watched in self.engines().items():
             state = watched.pool_state()
             engine = watched.engine
             try:
@@ -233,17 +264,26 @@ class Drain:
             signal.signal(self.signal, signal.SIG_DFL if self._previous is None else self._previous)
 
 
-_attached: weakref.WeakKeyDictionary[Lifesigns, Drain] = weakref.WeakKeyDictionary()
+def attach(
+    owner: Host | HasHost,
+    *,
+    supervisor: Callable[[], Stoppable | None] = _nothing,
+    engines: Callable[[], Mapping[str, Disposable]] = _no_engines,
+) -> Drain:
+    """Give ``owner`` (a ``Host`` or a ``Lifesigns``) a graceful drain on SIGTERM.
 
-
-def attach(signs: Lifesigns) -> Drain:
-    """Give ``signs`` a graceful drain on SIGTERM (idempotent); must precede the lifespan.
-
-    Settings used: ``drain_delay`` (5 s), ``grace`` (10 s), ``termination_grace`` (30 s).
+    ``supervisor`` and ``engines`` say what to stop and dispose when the lifespan ends
+    (the assembler passes its own; a drain alone stops and disposes nothing). Settings
+    used: ``drain_delay`` (5 s), ``grace`` (10 s), ``termination_grace`` (30 s).
+    Attaching again returns the same drain (``Lifesigns()`` attaches it already); must
+    precede the lifespan.
     """
-    drain = _attached.get(signs)
-    if drain is None:
-        drain = Drain(signs)
-        signs.add_component(drain)
-        _attached[signs] = drain
-    return drain
+    host = as_host(owner)
+    settings = host.settings.pick("drain_delay", "grace", "termination_grace")
+
+    def build() -> Drain:
+        drain = Drain(host, supervisor=supervisor, engines=engines)
+        host.add_component(drain)
+        return drain
+
+    return host.layer("drain", settings, build)

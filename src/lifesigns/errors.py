@@ -1,6 +1,37 @@
-"""Exceptions lifesigns raises at its users."""
+"""Exceptions lifesigns raises, all under :class:`LifesignsError`.
+
+``except lifesigns.LifesignsError`` catches every error lifesigns raises on purpose. Where
+an error also means something the standard library has a class for, it subclasses that
+too, so existing ``except ValueError`` / ``except LookupError`` / ``except TimeoutError``
+code keeps working. The hierarchy (defined here unless a module is named)::
+
+    LifesignsError
+    ├── ConfigError          + ValueError    a setting was given a value it cannot take
+    ├── StartupError                         a dependency did not answer before its deadline
+    ├── UnknownCheckError    + LookupError   a request named a check that does not exist
+    ├── Degraded                             raised by a check to report ``warn``
+    ├── TaskFailed                           a task was given up (its check fails)
+    ├── PoolSaturated                        lifesigns.db.saturation: the pool stayed full
+    └── BulkheadFull         + TimeoutError  lifesigns.db.bulkhead: no slot came free
+
+``tests/test_errors.py`` walks every module of the package and holds every exception class
+to this tree.
+"""
 
 from __future__ import annotations
+
+TYPE_CHECKING = False
+if TYPE_CHECKING:
+    from collections.abc import Collection, Iterable
+
+__all__ = [
+    "ConfigError",
+    "Degraded",
+    "LifesignsError",
+    "StartupError",
+    "TaskFailed",
+    "UnknownCheckError",
+]
 
 
 class LifesignsError(Exception):
@@ -19,9 +50,23 @@ class StartupError(LifesignsError):
     """A dependency did not answer before its start-up deadline."""
 
 
-class Degraded(Exception):
+class UnknownCheckError(LifesignsError, LookupError):
+    """A request named a check that does not exist (``?exclude=nosuch``)."""
+
+    def __init__(self, unknown: Collection[str], known: Iterable[str]) -> None:
+        self.unknown = sorted(unknown)
+        self.known = sorted(known)
+        names = ", ".join(self.known) or "(none registered)"
+        super().__init__(f"unknown check {', '.join(map(repr, self.unknown))}; checks: {names}")
+
+
+class Degraded(LifesignsError):
     """Raised by a check to report ``warn``: working, but not as it should.
 
     A critical check that raises ``Degraded`` does not fail readiness; the health report
     shows the message with status ``warn``.
     """
+
+
+class TaskFailed(LifesignsError):
+    """A task exceeded its restart intensity and was given up (its check fails)."""

@@ -44,9 +44,11 @@ from .metrics import CoreMetrics
 __all__ = [
     "Component",
     "Dump",
+    "HasHost",
     "Host",
     "RequestLike",
     "RequestsView",
+    "as_host",
 ]
 
 L = TypeVar("L")
@@ -267,3 +269,27 @@ class Host:
         """Register secrets (passwords) the redactor must mask wherever they appear."""
         for secret in secrets:
             self.redactor.add(secret)
+
+
+class HasHost(Protocol):
+    """Anything that carries a host: a :class:`~lifesigns.Lifesigns` is one."""
+
+    @property
+    def host(self) -> Host: ...
+
+
+def as_host(owner: Host | HasHost) -> Host:
+    """The host itself, or the host of a ``Lifesigns``: what every layer's ``attach`` takes.
+
+    So ``loop.attach(signs)`` and ``loop.attach(host)`` both work, and a layer needs no
+    import of :mod:`lifesigns.core` to accept either. Anything else raises ``TypeError``.
+    """
+    if isinstance(owner, Host):
+        return owner
+    host = getattr(owner, "host", None)
+    if isinstance(host, Host):
+        return host
+    raise TypeError(
+        f"expected a lifesigns Host or Lifesigns, got {type(owner).__name__}: "
+        "pass signs (a Lifesigns) or signs.host"
+    )

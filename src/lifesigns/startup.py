@@ -3,7 +3,10 @@
 Start-up never crashes because a database is slow to come up (seed 004): each dependency
 is retried with exponential back-off and full jitter (tenacity's
 ``wait_random_exponential``) until its deadline, every attempt is logged on one line with
-the next delay, and ``/startupz`` shows the progress while it lasts.
+the next delay, and ``/startupz`` shows the progress while it lasts. The driver's
+message is logged in full (WARNING) on the first failure and whenever it changes; the
+attempts in between say "the same error" (INFO), so a database that is down for minutes
+does not fill the log with one identical warning a second.
 """
 
 from __future__ import annotations
@@ -68,24 +71,40 @@ async def wait_for(
     """
     name, started = dependency.name, time.monotonic()
     lifecycle.add_step(name, dependency.description, deadline=dependency.deadline)
+    reported: list[str] = []  # the last error logged in full
 
     def before_sleep(state: RetryCallState) -> None:
         outcome = state.outcome
         failure = outcome.exception() if outcome is not None else None
         error = _one_line(failure, redactor) if failure is not None else "unknown error"
         delay = state.upcoming_sleep
+        elapsed = time.monotonic() - started
         lifecycle.update_step(
             name, attempts=state.attempt_number, last_error=error, next_attempt_in=delay
         )
-        logger.warning(
+        # One line per attempt; the driver's message once, then only when it changes.
+        changed = reported != [error]
+        fields: dict[str, object] = {
+            "event": "startup_attempt",
+            "dependency": name,
+            "attempt": state.attempt_number,
+            "next_attempt_in": round(delay, 3),
+            "elapsed": round(elapsed, 3),
+            "deadline": dependency.deadline,
+            **({"error": error} if changed else {"same_error": True}),
+        }
+        logger.log(
+            logging.WARNING if changed else logging.INFO,
             "waiting for %s: attempt %d failed (%s); next attempt in %.2f s (%.1f of %g s elapsed)",
             dependency.description,
             state.attempt_number,
-            error,
+            error if changed else "the same error",
             delay,
-            time.monotonic() - started,
+            elapsed,
             dependency.deadline,
+            extra={"lifesigns": fields},
         )
+        reported[:] = [error]
 
     retrying = AsyncRetrying(
         stop=stop_before_delay(dependency.deadline),
@@ -124,6 +143,17 @@ async def wait_for(
     elapsed = time.monotonic() - started
     if attempts > 1:
         logger.info(
-            "%s answered after %d attempts in %.1f s", dependency.description, attempts, elapsed
+            "%s answered after %d attempts in %.1f s",
+            dependency.description,
+            attempts,
+            elapsed,
+            extra={
+                "lifesigns": {
+                    "event": "startup_ready",
+                    "dependency": name,
+                    "attempts": attempts,
+                    "elapsed": round(elapsed, 3),
+                }
+            },
         )
     return answer

@@ -38,7 +38,9 @@ logging.basicConfig(
 
 TASKS = {t for t in os.environ.get("LIFECYCLE_TASKS", "").split(",") if t}
 
-signs = Lifesigns(service="lifecycle")
+# The tests read /metrics and /debug/* on the application port: since issue 10 the
+# default serves the probes only there, so this app asks for every surface (deliberate).
+signs = Lifesigns(service="lifecycle", expose=os.environ.get("LIFESIGNS_EXPOSE", "all"))
 engine = create_async_engine(
     os.environ["LIFECYCLE_DB_URL"], pool_size=3, max_overflow=0, pool_timeout=5
 )

@@ -58,7 +58,9 @@ POOL = {
 }
 HOLD_LIMIT = 30.0
 
-signs = Lifesigns(service="pool-test")
+# The tests read /metrics and /debug/* on the application port: since issue 10 the
+# default serves the probes only there, so this app asks for every surface (deliberate).
+signs = Lifesigns(service="pool-test", expose=os.environ.get("LIFESIGNS_EXPOSE", "all"))
 app = FastAPI()
 
 

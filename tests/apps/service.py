@@ -26,7 +26,9 @@ url = os.environ["DATABASE_URL"]
 sync = os.environ.get("SYNC_ENGINE") == "1"
 engine = create_engine(url) if sync else create_async_engine(url)
 
-signs = Lifesigns(service="orders")
+# The tests read /metrics and /debug/* on the application port: since issue 10 the
+# default serves the probes only there, so this app asks for every surface (deliberate).
+signs = Lifesigns(service="orders", expose=os.environ.get("LIFESIGNS_EXPOSE", "all"))
 signs.watch_engine(engine)
 
 if os.environ.get("HANG_CHECK") == "1":

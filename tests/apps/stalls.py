@@ -4,6 +4,7 @@ Configured by environment variables (all optional):
 
 - ``STALLS_TOKEN``: the bearer token (default ``stalls-test-token-0123456789``);
 - ``STALLS_SIDE_PORT``: the side port (default 0: a free one, logged at start);
+- ``STALLS_EXPOSE``: what the application port serves (default ``all``);
 - ``STALLS_LOOP_WATCH=0``: no loop layer at all (a baseline for benchmarks);
 - ``STALLS_THRESHOLD``, ``STALLS_LIVE_FAIL_AFTER``, ``STALLS_LIMITER_THRESHOLD``,
   ``STALLS_CENSUS_INTERVAL``: the loop layer's settings (defaults: the library's).
@@ -29,9 +30,17 @@ logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(messag
 
 TOKEN = os.environ.get("STALLS_TOKEN", "stalls-test-token-0123456789")
 
-# The loop layer is attached below, explicitly, with options the tests choose.
-signs = Lifesigns(service="stalls", token=TOKEN, watchdog=False)
-_options: dict[str, Any] = {"side_port": int(os.environ.get("STALLS_SIDE_PORT", "0"))}
+# The loop layer is attached below, explicitly, with options the tests choose. The dumps
+# are exposed on the application port too: the tests compare both ports (the default,
+# since issue 10, keeps /metrics and /debug/* off the application port).
+signs = Lifesigns(
+    service="stalls",
+    token=TOKEN,
+    watchdog=False,
+    side_port=int(os.environ.get("STALLS_SIDE_PORT", "0")),
+    expose=os.environ.get("STALLS_EXPOSE", "all"),
+)
+_options: dict[str, Any] = {}
 for _name, _variable in (
     ("stall_threshold", "STALLS_THRESHOLD"),
     ("live_fail_after", "STALLS_LIVE_FAIL_AFTER"),

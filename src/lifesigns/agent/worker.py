@@ -18,7 +18,8 @@ When the agent starts the server it sets ``LIFESIGNS_AGENT_DIR``; each worker's
   signal set-up (gunicorn's worker resets SIGABRT to the default), so that the SIGABRT
   the agent sends before replacing a frozen worker leaves every thread's traceback.
 
-The worker does not bind the side port: the agent serves it for all workers.
+The worker does not bind the side port: the agent serves it for all workers (it removes
+``LIFESIGNS_SIDE_PORT`` from the server's environment).
 """
 
 from __future__ import annotations
@@ -38,8 +39,7 @@ from . import ENV_DIR, _linux
 from .slots import Slot, SlotTable
 
 if TYPE_CHECKING:
-    from ..core import Lifesigns
-    from ..http.requests import RequestInfo
+    from ..host import Host
     from ..loop import LoopWatch
     from ..loop.heartbeat import Heartbeat
 
@@ -58,31 +58,20 @@ def agent_dir() -> Path | None:
     return Path(value) if value else None
 
 
-def attach(signs: Lifesigns, watch: LoopWatch | None) -> AgentLink | None:
-    """Under ``lifesigns run``, link ``signs`` to the agent; otherwise do nothing.
+def attach(host: Host, watch: LoopWatch | None) -> AgentLink | None:
+    """Under ``lifesigns run``, link this worker to the agent; otherwise do nothing.
 
     ``watch`` is the loop layer, whose heartbeat then also beats into the slot (without
-    it the link runs a heartbeat of its own). The loop layer's side port, if any, is
-    dropped: the agent owns the port. Starts nothing before the lifespan.
+    it the link runs a heartbeat of its own). The agent removes ``LIFESIGNS_SIDE_PORT``
+    from the server's environment, so the workers leave the side port to it. Starts
+    nothing before the lifespan.
     """
     directory = agent_dir()
     if directory is None:
         return None
-    link = AgentLink(signs, directory, watch)
-    if watch is not None and watch.side_port is not None:
-        _drop_side_port(signs, watch)
-    signs.add_component(link)
+    link = AgentLink(host, directory, watch)
+    host.add_component(link)
     return link
-
-
-def _drop_side_port(signs: Lifesigns, watch: LoopWatch) -> None:
-    side = watch.side_port
-    host = signs.host
-    with host._lock:
-        if side in host._components:
-            host._components.remove(side)
-    watch.side_port = None
-    logger.info("under lifesigns run the agent serves the side port; this worker does not bind it")
 
 
 class AgentLink:
@@ -92,14 +81,14 @@ class AgentLink:
 
     def __init__(
         self,
-        signs: Lifesigns,
+        host: Host,
         directory: Path,
         watch: LoopWatch | None,
         *,
         publish_every: float = 2.0,
         dump_timeout: float = 1.0,
     ) -> None:
-        self.signs = signs
+        self.host = host
         self.directory = directory
         self.watch = watch
         self.publish_every = publish_every
@@ -108,7 +97,7 @@ class AgentLink:
         self._table: SlotTable | None = None
         self._own_heartbeat: Heartbeat | None = None
         self._lock = threading.Lock()  # serialises slot.publish (loop thread and ours)
-        self._request: RequestInfo | None = None
+        self._request: Any = None  # the edge's RequestInfo of the latest request begun
         self._stop = threading.Event()
         self._thread: threading.Thread | None = None
         self._running_dumps: set[str] = set()
@@ -143,7 +132,7 @@ class AgentLink:
             from ..loop.heartbeat import Heartbeat, interval_for
 
             heartbeat = self._own_heartbeat = Heartbeat(
-                interval_for(self.signs.settings.stall_threshold), late_after=3600.0
+                interval_for(self.host.settings.stall_threshold), late_after=3600.0
             )
             heartbeat.start(asyncio.get_running_loop())
         heartbeat.publish = beat
@@ -197,29 +186,32 @@ class AgentLink:
     # -- the request in flight (on the loop thread, on every request) ---------------
 
     def _hook_requests(self) -> None:
-        tracker = self.signs.requests
-        begin, end = tracker.begin, tracker.end
+        # The edge's RequestTracker has begin/end; another RequestsView may not.
+        tracker: Any = self.host.requests
+        begin, end = getattr(tracker, "begin", None), getattr(tracker, "end", None)
+        if begin is None or end is None:
+            return
 
-        def begin_and_publish(scope: MutableMapping[str, Any]) -> RequestInfo:
+        def begin_and_publish(scope: MutableMapping[str, Any]) -> Any:
             info = begin(scope)
             self._request = info
             if self.slot is not None:
                 self._publish_state()
             return info
 
-        def end_and_publish(info: RequestInfo) -> None:
+        def end_and_publish(info: Any) -> None:
             end(info)
             if self._request is info:
                 self._request = None
 
-        tracker.begin = begin_and_publish  # type: ignore[method-assign]
-        tracker.end = end_and_publish  # type: ignore[method-assign]
+        tracker.begin = begin_and_publish
+        tracker.end = end_and_publish
 
     def _publish_state(self) -> None:
         slot = self.slot
         if slot is None:
             return
-        phase = self.signs.lifecycle.phase.value
+        phase = self.host.lifecycle.phase.value
         request = self._request
         stall = self.watch.watchdog.current if self.watch is not None else None
         with self._lock:
@@ -237,7 +229,7 @@ class AgentLink:
         next_dumps = time.monotonic()
         while not self._stop.wait(0.25):
             if self._request is None:
-                in_flight = self.signs.requests.in_flight()
+                in_flight = self.host.requests.in_flight()
                 self._request = in_flight[-1] if in_flight else None
             # A stall the in-process watchdog just saw is published at once, so that the
             # agent's incident can hold both views of it.
@@ -258,7 +250,7 @@ class AgentLink:
         if slot is None:
             return None
         dumps: dict[str, Any] = {}
-        for name, producer in sorted(self.signs.dumps.items()):
+        for name, producer in sorted(self.host.dumps.items()):
             if name not in _SKIPPED_DUMPS:
                 dumps[name] = self._take_dump(name, producer)
         document = {
@@ -269,7 +261,7 @@ class AgentLink:
             "published_ns": time.monotonic_ns(),
             "dumps": dumps,
         }
-        text = self.signs.redactor.redact(_bounded_json(document))
+        text = self.host.redactor.redact(_bounded_json(document))
         target = self.directory / f"worker-{slot.index}.json"
         self._write(target, text)
         self._write(self.directory / f"metrics-{slot.index}.prom", self._metrics())
@@ -278,7 +270,7 @@ class AgentLink:
     def _metrics(self) -> str:
         from ..metrics import render
 
-        return render(self.signs.registry).decode("utf-8", "replace")
+        return render(self.host.registry).decode("utf-8", "replace")
 
     def _write(self, target: Path, text: str) -> None:
         temporary = target.with_name(f".{target.name}.{os.getpid()}.tmp")

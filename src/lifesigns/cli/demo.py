@@ -95,7 +95,11 @@ def run(argv: list[str]) -> int:
                 f"  readiness  {base}/readyz?verbose",
                 f"  start-up   {base}/startupz?verbose",
                 f"  health     {base}/health",
-                f"  metrics    {base}/metrics",
+                *(
+                    [f"  metrics    http://{host}:{side_port}/metrics   (side port only)"]
+                    if side_port
+                    else []
+                ),
                 f"  details    curl -H 'Authorization: Bearer {token}' {base}/health",
                 *side,
                 "",

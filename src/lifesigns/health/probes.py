@@ -8,9 +8,10 @@ from __future__ import annotations
 
 import threading
 import time
-from collections.abc import Callable, Collection, Iterable
+from collections.abc import Callable, Collection
 from dataclasses import dataclass, field
 
+from ..errors import UnknownCheckError as UnknownCheckError  # re-exported: its old home
 from .check import CheckResult
 from .lifecycle import Lifecycle, Phase, StepState
 from .registry import CheckRegistry
@@ -56,16 +57,6 @@ class ProbeResult:
     def ok(self) -> bool:
         """Whether the probe answers with success."""
         return self.status.ok
-
-
-class UnknownCheckError(LookupError):
-    """A request named a check that does not exist (``?exclude=nosuch``)."""
-
-    def __init__(self, unknown: Collection[str], known: Iterable[str]) -> None:
-        self.unknown = sorted(unknown)
-        self.known = sorted(known)
-        names = ", ".join(self.known) or "(none registered)"
-        super().__init__(f"unknown check {', '.join(map(repr, self.unknown))}; checks: {names}")
 
 
 class Probes:

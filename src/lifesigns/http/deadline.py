@@ -19,19 +19,16 @@ import asyncio
 import json
 import logging
 import re
-import weakref
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Counter
 
 from .. import _config
 from .._config import UNSET
 from ..errors import ConfigError
+from ..host import HasHost, Host, as_host
 from .responses import ASGIApp, Message, Receive, Scope, Send
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 logger = logging.getLogger("lifesigns.http")
 
@@ -39,20 +36,25 @@ _CACHE_SIZE = 4096
 _TICK = 0.025
 """Seconds between sweeps for expired requests: a 504 comes at most this late."""
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
-_counters: weakref.WeakKeyDictionary[Lifesigns, Counter] = weakref.WeakKeyDictionary()
 
 
-def _counter(signs: Lifesigns) -> Counter:
-    counter = _counters.get(signs)
-    if counter is None:
-        counter = Counter(
+def expiries(owner: Host | HasHost) -> Counter:
+    """The host's ``lifesigns_request_deadlines_exceeded`` counter, shared by its middlewares.
+
+    Built on first use (the ``deadline`` layer of the host), so two deadline middlewares
+    on one host count into one metric.
+    """
+    host = as_host(owner)
+
+    def build() -> Counter:
+        return Counter(
             "lifesigns_request_deadlines_exceeded",
             "Requests cancelled at their deadline, by route template.",
             ["route"],
-            registry=signs.registry,
+            registry=host.registry,
         )
-        _counters[signs] = counter
-    return counter
+
+    return host.layer("deadline", None, build)
 
 
 def _template_regex(template: str) -> re.Pattern[str]:
@@ -69,12 +71,14 @@ def _template_regex(template: str) -> re.Pattern[str]:
 class DeadlineMiddleware:
     """Cancels requests at their deadline and answers 504 if nothing was sent yet.
 
-    * ``default``: seconds for every request (default: ``signs.settings.deadline``, from
-      ``LIFESIGNS_DEADLINE``; ``None`` means no deadline).
+    * ``default``: seconds for every request (default: the ``deadline`` setting of
+      ``signs``, from ``LIFESIGNS_DEADLINE``; ``None`` means no deadline).
     * ``routes``: overrides by route template (``"/orders/{order_id}"``, matched whole)
       or by path prefix (``"/reports"`` covers ``/reports`` and ``/reports/...``); the
       longest prefix wins, templates before prefixes; ``None`` exempts (streams, SSE).
-    * ``signs``: where expiries are counted (``lifesigns_request_deadlines_exceeded``).
+      Every value has the ``deadline`` option's limits (the settings table).
+    * ``signs``: a ``Lifesigns`` or a ``Host``: where expiries are counted
+      (``lifesigns_request_deadlines_exceeded``).
 
     **Usage**::
 
@@ -90,27 +94,27 @@ class DeadlineMiddleware:
         *,
         default: float | object | None = UNSET,
         routes: Mapping[str, float | None] | None = None,
-        signs: Lifesigns | None = None,
+        signs: Host | HasHost | None = None,
     ) -> None:
         self.app = app
+        host = as_host(signs) if signs is not None else None
+        limits = _config.option("deadline")
         if default is UNSET:
-            default = signs.settings.deadline if signs is not None else None
-        self.default: float | None = (
-            None if default is None else _config.seconds("default", default, maximum=3600.0)
-        )
+            default = host.settings.deadline if host is not None else None
+        self.default: float | None = limits.parse(default, given_as="default")
         self._templates: list[tuple[str, re.Pattern[str], float | None]] = []
         self._prefixes: list[tuple[str, float | None]] = []
         for key, value in (routes or {}).items():
             if not isinstance(key, str) or not key.startswith("/"):
                 raise ConfigError(f"routes key {key!r} must be a path or template such as '/x'")
-            chosen = None if value is None else _config.seconds(f"routes[{key!r}]", value)
+            chosen = limits.parse(value, given_as=f"routes[{key!r}]")
             if "{" in key:
                 self._templates.append((key, _template_regex(key), chosen))
             else:
                 self._prefixes.append((key.rstrip("/"), chosen))
         self._prefixes.sort(key=lambda item: len(item[0]), reverse=True)
         self._cache: dict[str, tuple[float | None, str | None]] = {}
-        self._expired = _counter(signs) if signs is not None else None
+        self._expired = expiries(host) if host is not None else None
         shortest = min(
             [v for v in [self.default, *(v for _, _, v in self._templates)] if v is not None]
             + [v for _, v in self._prefixes if v is not None]

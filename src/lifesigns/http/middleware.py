@@ -1,47 +1,147 @@
-"""Pure ASGI middleware that answers the probe paths and passes everything else on."""
+"""Pure ASGI middleware: lifesigns' router on the application port, everything else passed on.
+
+The application port serves the surfaces the ``expose`` setting names (the probes only by
+default; ``/metrics`` and ``/debug/*`` live on the side port unless asked, see
+:mod:`lifesigns._surfaces`). A probe path the application routes itself (its own
+``/health``) is left to the application, with one warning naming the route and how to
+rename lifesigns' probe (``paths=``).
+"""
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING
+import logging
+from collections.abc import Iterator
+from typing import Any, Protocol
 
+from .._config import Settings
+from .._surfaces import DEBUG, METRICS
+from ..host import Host
+from ..router import ProbeRouter
+from ..sideport import LIFESPAN_SCOPE
 from .deadline import DeadlineMiddleware
-from .probes import ProbeEndpoints
-from .responses import ASGIApp, Receive, Scope, Send
+from .requests import RequestTracker
+from .responses import ASGIApp, Receive, Scope, Send, send_answer
 
-if TYPE_CHECKING:
-    from ..core import Lifesigns
+logger = logging.getLogger("lifesigns.http")
+
+
+class Assembled(Protocol):
+    """What the middleware needs of a :class:`~lifesigns.Lifesigns` (which is one)."""
+
+    @property
+    def host(self) -> Host: ...
+
+    @property
+    def settings(self) -> Settings: ...
+
+    @property
+    def router(self) -> ProbeRouter: ...
+
+    @property
+    def requests(self) -> RequestTracker: ...
 
 
 class LifesignsMiddleware:
-    """Serves ``/livez``, ``/readyz``, ``/startupz``, ``/health`` and ``/metrics``.
+    """Serves lifesigns' exposed surfaces; every other request goes to ``app`` untouched.
 
-    Every other request goes to ``app`` untouched, recorded as in flight while it runs
-    (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given,
-    cut at that deadline with a 504 (see :mod:`lifesigns.http.deadline`). The probes
-    answer before any of the application's own middleware (authentication, sessions).
+    Other requests are recorded as in flight while they run (see
+    :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut at
+    that deadline with a 504 (see :mod:`lifesigns.http.deadline`). The probes answer
+    before any of the application's own middleware (authentication, sessions).
 
     **Usage**::
 
         app = LifesignsMiddleware(app, signs=signs)
     """
 
-    def __init__(self, app: ASGIApp, signs: Lifesigns) -> None:
+    def __init__(self, app: ASGIApp, signs: Assembled) -> None:
         if signs.settings.deadline is not None:
             app = DeadlineMiddleware(app, signs=signs)
         self.app = app
-        self.endpoints = ProbeEndpoints(signs)
+        self.signs = signs
+        self.router: ProbeRouter = signs.router.for_surfaces(signs.settings.expose)
         self.requests = signs.requests
+        self._looked_at: int | None = None  # id() of the application whose routes were read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http":
+        kind = scope["type"]
+        if kind == "lifespan":
+            self._look_at(scope.get("app"))
+            self._note_private_surfaces()
+            token = LIFESPAN_SCOPE.set(scope)
+            try:
+                await self.app(scope, receive, send)
+            finally:
+                LIFESPAN_SCOPE.reset(token)
+            return
+        if kind != "http":
             await self.app(scope, receive, send)
             return
-        handler = self.endpoints.match(scope["path"])
-        if handler is not None:
-            await handler(scope, send)
+        self._look_at(scope.get("app"))
+        path = scope["path"]
+        if self.router.matches(path):
+            method = scope.get("method", "GET")
+            reply = await self.router.handle_async(
+                method,
+                path,
+                bytes(scope.get("query_string", b"")).decode("latin-1"),
+                _headers(scope),
+            )
+            await send_answer(send, reply, head=method == "HEAD")
             return
         info = self.requests.begin(scope)
         try:
             await self.app(scope, receive, send)
         finally:
             self.requests.end(info)
+
+    def _note_private_surfaces(self) -> None:
+        settings = self.signs.settings
+        hidden = sorted({METRICS, DEBUG} - settings.expose)
+        if hidden and settings.side_port is None:
+            logger.info(
+                "lifesigns serves %s on the side port only, and no side port is set: set "
+                "side_port= (LIFESIGNS_SIDE_PORT) to reach them, or expose=... "
+                "(LIFESIGNS_EXPOSE) to serve them on the application port",
+                " and ".join(hidden),
+            )
+
+    def _look_at(self, app: Any) -> None:
+        """Leave to ``app`` every probe path it routes itself, warning once per route."""
+        if app is None or self._looked_at == id(app):
+            return
+        self._looked_at = id(app)
+        for path, methods in _static_routes(app):
+            probe = self.router.probe_for(path)
+            if probe is None or probe == "debug" or (methods and "GET" not in methods):
+                continue
+            self.router.yield_path(path)
+            logger.warning(
+                "the application has its own route GET %s: lifesigns leaves it to the "
+                "application and does not serve its %s probe there (the side port still "
+                "does). Serve the probe elsewhere with Lifesigns(paths={%r: '/lifesigns%s'}), "
+                "or turn it off with paths={%r: None}",
+                path,
+                probe,
+                probe,
+                path.removeprefix(self.signs.settings.prefix),
+                probe,
+            )
+
+
+def _static_routes(app: Any) -> Iterator[tuple[str, frozenset[str] | None]]:
+    """Paths without parameters the application routes itself, with their methods."""
+    router = getattr(app, "router", app)
+    for route in getattr(router, "routes", None) or ():
+        path = getattr(route, "path", None)
+        if not isinstance(path, str) or "{" in path or hasattr(route, "routes"):
+            continue  # a parameter, or a mount: only exact routes can collide
+        methods = getattr(route, "methods", None)
+        yield path, frozenset(methods) if methods else None
+
+
+def _headers(scope: Scope) -> list[tuple[str, str]]:
+    return [
+        (bytes(key).decode("latin-1"), bytes(value).decode("latin-1"))
+        for key, value in scope.get("headers", ())
+    ]

@@ -5,16 +5,21 @@
     from lifesigns import Lifesigns
     from lifesigns.loop import attach
 
-    signs = Lifesigns(service="orders", token=TOKEN)
-    watch = attach(signs, side_port=9000)   # builds the layer; starts nothing yet
+    signs = Lifesigns(service="orders", token=TOKEN, watchdog=False)
+    watch = attach(signs)                   # builds the layer; starts nothing yet
     signs.install(app)                      # the lifespan starts and stops it
+
+``Lifesigns()`` attaches the layer itself (unless ``watchdog=False``); ``attach(signs)``
+then returns that same layer, and ``attach(signs, stall_threshold=...)`` with a value
+other than the instance's raises :class:`~lifesigns.errors.ConfigError`.
 
 What runs once the lifespan starts: a heartbeat on the loop (``call_later``, so uvloop
 works too), a watchdog thread (:mod:`~lifesigns.loop.watchdog`), a reporter thread that
 logs on ``lifesigns.loop`` (:mod:`~lifesigns.loop.report`), the GIL-held path through
 faulthandler (:mod:`~lifesigns.loop.faulthandler_guard`), the thread-pool watch
-(:mod:`~lifesigns.loop.limiter`), the task census (:mod:`~lifesigns.loop.census`) and,
-when a side port is set, the out-of-band server (:mod:`~lifesigns.loop.sideport`).
+(:mod:`~lifesigns.loop.limiter`) and the task census (:mod:`~lifesigns.loop.census`).
+The side port, which serves liveness while the loop is frozen, is not part of this layer
+(:mod:`lifesigns.sideport`); it reads :meth:`LoopWatch.frozen_for`.
 
 Defaults, and why:
 
@@ -33,7 +38,8 @@ Defaults, and why:
   same bound gunicorn's 30 s worker timeout gives, but with the stack logged 9.75 s
   earlier. A stall shorter than that is reported, never punished.
 
-Each option may be given to :func:`attach`; otherwise the ``Lifesigns`` settings apply.
+Each option may be given to :func:`attach`; otherwise the host's settings apply (each
+from ``LIFESIGNS_<NAME>`` too: the settings table in :mod:`lifesigns._config`).
 """
 
 from __future__ import annotations
@@ -42,11 +48,12 @@ import asyncio
 import threading
 import time
 from dataclasses import dataclass, fields
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _config
-from ..errors import ConfigError
+from .._config import Settings
 from ..health.probes import NotAlive
+from ..host import HasHost, Host, as_host
 from .census import Snapshot, TaskCensus, snapshot_dict
 from .classify import GcClock, StallClass
 from .faulthandler_guard import GilGuard, available
@@ -55,17 +62,12 @@ from .limiter import LimiterWatch, is_worker_thread
 from .metrics import LoopMetrics
 from .report import Reporter, SiteLimiter, StallHistory, StallReport, headline, report_dict
 from .report import short_site as _short_site
-from .sideport import SidePort
 from .stacks import all_stacks
 from .watchdog import Watchdog
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 __all__ = [
     "LoopSettings",
     "LoopWatch",
-    "SidePort",
     "StallClass",
     "StallReport",
     "attach",
@@ -76,12 +78,10 @@ _UNSET: Any = _config.UNSET
 
 @dataclass(frozen=True)
 class LoopSettings:
-    """Settings of the loop layer, validated.
+    """Settings of the loop layer, validated by the settings table (``lifesigns._config``).
 
     * ``stall_threshold``: seconds without a heartbeat that make a stall (0.25).
     * ``live_fail_after``: seconds of stall after which liveness fails (10).
-    * ``side_host``, ``side_port``: where the side port listens (off when ``None``;
-      0 picks a free port).
     * ``limiter_threshold``: seconds the default thread limiter may stay full before it
       is reported (5).
     * ``census_interval``: seconds between task censuses (10).
@@ -93,8 +93,6 @@ class LoopSettings:
 
     stall_threshold: float = 0.25
     live_fail_after: float = 10.0
-    side_host: str = "127.0.0.1"
-    side_port: int | None = None
     limiter_threshold: float = 5.0
     census_interval: float = 10.0
     gil_guard: bool = True
@@ -106,52 +104,18 @@ class LoopSettings:
         return f"LoopSettings({shown})"
 
     @classmethod
-    def build(cls, base: Any, **given: Any) -> LoopSettings:
-        """Settings from ``given`` (``UNSET`` or absent: taken from ``base`` or the default)."""
-        d = cls()
+    def build(cls, base: Settings | None = None, **given: Any) -> LoopSettings:
+        """The loop's share of ``base`` (default: the defaults), with ``given`` overrides.
 
-        def pick(name: str, default: Any) -> Any:
-            value = given.get(name, _UNSET)
-            if value is _UNSET:
-                return getattr(base, name, default)
-            return value
-
-        threshold = _config.seconds(
-            "stall_threshold",
-            pick("stall_threshold", d.stall_threshold),
-            minimum=0.005,
-            maximum=600,
-        )
-        live = _config.seconds(
-            "live_fail_after", pick("live_fail_after", d.live_fail_after), maximum=86_400
-        )
-        if live <= threshold:
-            raise ConfigError(
-                f"live_fail_after={live:g} must be longer than stall_threshold={threshold:g}"
-            )
-        port = pick("side_port", d.side_port)
-        burst = pick("report_burst", d.report_burst)
-        if not isinstance(burst, int) or isinstance(burst, bool) or burst < 1:
-            raise ConfigError(f"report_burst={burst!r} must be an integer >= 1")
-        return cls(
-            stall_threshold=threshold,
-            live_fail_after=live,
-            side_host=_config.text("side_host", pick("side_host", d.side_host)),
-            side_port=None if port is None else _config.port("side_port", port),
-            limiter_threshold=_config.seconds(
-                "limiter_threshold", pick("limiter_threshold", d.limiter_threshold)
-            ),
-            census_interval=_config.seconds(
-                "census_interval", pick("census_interval", d.census_interval), minimum=0.05
-            ),
-            gil_guard=_config.boolean("gil_guard", pick("gil_guard", d.gil_guard)),
-            report_burst=burst,
-            report_window=_config.seconds("report_window", pick("report_window", d.report_window)),
-        )
+        Overrides (``UNSET`` ones are skipped) go through the settings table's validators
+        and its checks between options, exactly as ``Lifesigns(...)`` arguments do.
+        """
+        settings = (base if base is not None else Settings()).override(**given)
+        return cls(**settings.pick(*(f.name for f in fields(cls))))
 
 
 class LoopWatch:
-    """The loop layer of one :class:`~lifesigns.Lifesigns`: a component (``loop-watch``).
+    """The loop layer of one host: a component (``loop-watch``).
 
     Build it with :func:`attach`. ``start`` runs on the event loop (recording the loop
     thread from inside it) and starts the threads; ``stop`` ends them within about a
@@ -160,13 +124,13 @@ class LoopWatch:
 
     name = "loop-watch"
 
-    def __init__(self, signs: Lifesigns, settings: LoopSettings) -> None:
-        self.signs = signs
+    def __init__(self, host: Host, settings: LoopSettings) -> None:
+        self.host = host
         self.settings = settings
         threshold = settings.stall_threshold
         interval = interval_for(threshold)
         self.history = StallHistory()
-        self.metrics = LoopMetrics(signs.registry)
+        self.metrics = LoopMetrics(host.registry)
         self.reporter = Reporter(
             self.history,
             SiteLimiter(settings.report_burst, settings.report_window),
@@ -180,9 +144,9 @@ class LoopWatch:
         )
         self.gc_clock = GcClock()
         self.heartbeat = Heartbeat(interval, late_after=threshold, on_beat=self._on_beat)
-        self.limiter = LimiterWatch(settings.limiter_threshold, self.reporter.put, signs.requests)
+        self.limiter = LimiterWatch(settings.limiter_threshold, self.reporter.put, host.requests)
         self.census = TaskCensus(
-            self.reporter.put, interval=settings.census_interval, requests=signs.requests
+            self.reporter.put, interval=settings.census_interval, requests=host.requests
         )
         self.census.listeners.append(self.metrics.on_census)
         self.watchdog = Watchdog(
@@ -191,11 +155,10 @@ class LoopWatch:
             emit=self.reporter.put,
             gil_guard=self.gil_guard,
             gc_clock=self.gc_clock,
-            requests=signs.requests,
+            requests=host.requests,
             ticks=[self.limiter.tick],
         )
         self.metrics.bind(self.heartbeat.age, self.limiter.stats)
-        self.side_port: SidePort | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
         self._last_tasks: dict[str, Any] | None = None
 
@@ -242,10 +205,6 @@ class LoopWatch:
             return None
         age = self.heartbeat.age()
         return age if age >= self.settings.stall_threshold else None
-
-    def loop_state(self) -> tuple[asyncio.AbstractEventLoop | None, float | None]:
-        """The watched loop and how long it has been frozen (for the side port)."""
-        return self._loop, self.frozen_for()
 
     def liveness(self) -> NotAlive | None:
         """Not alive once the loop has been frozen longer than ``live_fail_after``."""
@@ -357,49 +316,47 @@ def _short(site_key: str, recent: list[StallReport]) -> str:
 
 
 def attach(
-    signs: Lifesigns,
+    owner: Host | HasHost,
     *,
     stall_threshold: float = _UNSET,
     live_fail_after: float = _UNSET,
-    side_host: str = _UNSET,
-    side_port: int | None = _UNSET,
     limiter_threshold: float = _UNSET,
     census_interval: float = _UNSET,
     gil_guard: bool = _UNSET,
     report_burst: int = _UNSET,
     report_window: float = _UNSET,
 ) -> LoopWatch:
-    """Build the loop layer for ``signs`` and register it; nothing starts until the lifespan.
+    """Build the loop layer on ``owner`` (a ``Host``, or a ``Lifesigns``) and register it.
 
-    Registers: the liveness condition ``event-loop``; the dumps ``stalls``, ``threads``,
-    ``tasks`` and ``limiter``; the metrics on ``signs.registry``; the components
-    ``loop-watch`` and, when a side port is set, ``side-port``. Options not given come
-    from ``signs.settings`` (see :class:`LoopSettings`). Raises
-    :class:`~lifesigns.errors.ConfigError` for a bad value, and ``RuntimeError`` if the
-    lifespan is already running.
+    Nothing starts until the lifespan. Registers: the liveness condition ``event-loop``;
+    the dumps ``stalls``, ``threads``, ``tasks`` and ``limiter``; the metrics on
+    ``host.registry``; the component ``loop-watch``. Options not given come from
+    ``host.settings`` (see :class:`LoopSettings`). Attaching again with the same settings
+    returns the same layer (``Lifesigns()`` attaches it already, unless
+    ``watchdog=False``); with other settings it raises
+    :class:`~lifesigns.errors.ConfigError` naming both. Raises ``ConfigError`` for a bad
+    value, and ``RuntimeError`` once the lifespan runs.
     """
+    host = as_host(owner)
     settings = LoopSettings.build(
-        signs.settings,
+        host.settings,
         stall_threshold=stall_threshold,
         live_fail_after=live_fail_after,
-        side_host=side_host,
-        side_port=side_port,
         limiter_threshold=limiter_threshold,
         census_interval=census_interval,
         gil_guard=gil_guard,
         report_burst=report_burst,
         report_window=report_window,
     )
-    watch = LoopWatch(signs, settings)
-    signs.add_component(watch)
-    signs.probes.add_liveness_condition("event-loop", watch.liveness)
-    signs.add_dump("stalls", watch.stalls_dump)
-    signs.add_dump("threads", watch.threads_dump)
-    signs.add_dump("tasks", watch.tasks_dump)
-    signs.add_dump("limiter", watch.limiter_dump)
-    if settings.side_port is not None:
-        watch.side_port = SidePort(
-            signs, settings.side_host, settings.side_port, loop_state=watch.loop_state
-        )
-        signs.add_component(watch.side_port)
+    return host.layer("loop", settings, lambda: _build(host, settings))
+
+
+def _build(host: Host, settings: LoopSettings) -> LoopWatch:
+    watch = LoopWatch(host, settings)
+    host.add_component(watch)
+    host.add_liveness_condition("event-loop", watch.liveness)
+    host.add_dump("stalls", watch.stalls_dump)
+    host.add_dump("threads", watch.threads_dump)
+    host.add_dump("tasks", watch.tasks_dump)
+    host.add_dump("limiter", watch.limiter_dump)
     return watch

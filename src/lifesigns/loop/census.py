@@ -28,11 +28,13 @@ import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from types import CodeType, FrameType
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..http.requests import RequestTracker
 from .report import Notice
 from .stacks import is_library, short_path
+
+if TYPE_CHECKING:
+    from ..host import RequestsView  # a protocol: the edge's RequestTracker is one
 
 Emit = Callable[[object], None]
 Site = tuple[str, int, str]
@@ -189,7 +191,7 @@ class TaskCensus:
         growth_samples: int = 3,
         min_growth: int = 100,
         top: int = 50,
-        requests: RequestTracker | None = None,
+        requests: RequestsView | None = None,
     ) -> None:
         self.emit = emit
         self.interval = interval

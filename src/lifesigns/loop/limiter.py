@@ -19,11 +19,13 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..http.requests import RequestTracker
 from .report import Notice
 from .stacks import Stack, all_stacks, describe_stack, first_app_frame
+
+if TYPE_CHECKING:
+    from ..host import RequestsView  # a protocol: the edge's RequestTracker is one
 
 Emit = Callable[[object], None]
 
@@ -91,7 +93,7 @@ class LimiterWatch:
         self,
         threshold: float,
         emit: Emit,
-        requests: RequestTracker | None = None,
+        requests: RequestsView | None = None,
     ) -> None:
         self.threshold = threshold
         self.emit = emit

@@ -23,14 +23,16 @@ import threading
 import time
 from collections.abc import Callable
 from dataclasses import replace
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from ..http.requests import RequestTracker
 from .classify import CpuMeter, CpuSample, Evidence, GcClock, StallClass, classify
 from .faulthandler_guard import GilGuard
 from .heartbeat import Heartbeat
 from .report import StallBegan, StallContinues, StallEnded, StallReport, StallSample
 from .stacks import Stack, signature, thread_stack
+
+if TYPE_CHECKING:
+    from ..host import RequestsView  # a protocol: the edge's RequestTracker is one
 
 Emit = Callable[[object], None]
 Tick = Callable[[float], None]
@@ -55,7 +57,7 @@ class Watchdog:
         emit: Emit,
         gil_guard: GilGuard | None = None,
         gc_clock: GcClock | None = None,
-        requests: RequestTracker | None = None,
+        requests: RequestsView | None = None,
         ticks: list[Tick] | None = None,
         max_samples: int = 12,
         max_interval: float = 30.0,

@@ -1,25 +1,19 @@
 """Memory: RSS and Python-heap trend, leak suspicion, tracemalloc on demand.
 
-:func:`attach` gives a :class:`~lifesigns.Lifesigns` a :class:`MemoryMonitor`: a
-component sampling from its own thread, a non-critical ``memory`` check (``warn`` while
-a leak is suspected), metrics, and two token-protected dumps: ``/debug/memory`` (trend
-and samples) and ``/debug/memory-trace`` (a time-boxed tracemalloc comparison).
+:func:`attach` gives a host a :class:`MemoryMonitor`: a component sampling from its own
+thread, a non-critical ``memory`` check (``warn`` while a leak is suspected), metrics,
+and two token-protected dumps: ``/debug/memory`` (trend and samples) and
+``/debug/memory-trace`` (a time-boxed tracemalloc comparison).
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING
-
-from .. import _config
 from .._config import UNSET
+from ..host import HasHost, Host, as_host
 from .monitor import MemoryMonitor
 from .sampler import MemorySample, Sampler
 from .tracing import TraceReport, Tracing
 from .trend import Trend, Verdict
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 __all__ = [
     "MemoryMonitor",
@@ -32,41 +26,47 @@ __all__ = [
     "attach",
 ]
 
-_attached: weakref.WeakKeyDictionary[Lifesigns, MemoryMonitor] = weakref.WeakKeyDictionary()
-
-
-def _positive(name: str, value: object, *, from_env: bool = False) -> float:
-    return _config.seconds(name, value, from_env=from_env, maximum=1_000_000.0)
-
 
 def attach(
-    signs: Lifesigns,
+    owner: Host | HasHost,
     *,
     interval: float | object = UNSET,
     window: float | object = UNSET,
     threshold: float | object = UNSET,
     trace_seconds: float | object = UNSET,
 ) -> MemoryMonitor:
-    """Give ``signs`` a memory monitor (idempotent; before the lifespan starts).
+    """Give ``owner`` (a ``Host`` or a ``Lifesigns``) a memory monitor; before the lifespan.
 
-    Each option may come from ``LIFESIGNS_MEMORY_<NAME>``: ``interval`` seconds between
+    Options not given come from the host's settings, ``memory_<name>`` in the settings
+    table (so ``LIFESIGNS_MEMORY_INTERVAL`` and so on): ``interval`` seconds between
     samples (10), ``window`` seconds the slope is fitted over (600), ``threshold`` MB/min
     of steady RSS growth that makes a leak suspected (1), ``trace_seconds`` of the
-    on-demand tracemalloc box (30).
+    on-demand tracemalloc box (30). Attaching again with the same settings returns the
+    same monitor (``Lifesigns()`` attaches one unless ``memory=False``); with others it
+    raises :class:`~lifesigns.errors.ConfigError` naming both.
     """
-    monitor = _attached.get(signs)
-    if monitor is not None:
+    host = as_host(owner)
+    settings = host.settings.override(
+        memory_interval=interval,
+        memory_window=window,
+        memory_threshold=threshold,
+        memory_trace_seconds=trace_seconds,
+    ).pick("memory_interval", "memory_window", "memory_threshold", "memory_trace_seconds")
+
+    def build() -> MemoryMonitor:
+        monitor = MemoryMonitor(
+            host,
+            interval=settings["memory_interval"],
+            window=settings["memory_window"],
+            threshold=settings["memory_threshold"],
+            trace_seconds=settings["memory_trace_seconds"],
+        )
+        host.add_component(monitor)
+        host.add_check(
+            "memory", monitor.check, critical=False, timeout=0.5, component_type="system"
+        )
+        host.add_dump("memory", monitor.dump)
+        host.add_dump("memory-trace", monitor.request_trace)
         return monitor
-    monitor = MemoryMonitor(
-        signs,
-        interval=_config.resolve("memory_interval", interval, 10.0, _positive),
-        window=_config.resolve("memory_window", window, 600.0, _positive),
-        threshold=_config.resolve("memory_threshold", threshold, 1.0, _positive),
-        trace_seconds=_config.resolve("memory_trace_seconds", trace_seconds, 30.0, _positive),
-    )
-    signs.add_component(monitor)
-    signs.check("memory", monitor.check, critical=False, timeout=0.5, component_type="system")
-    signs.add_dump("memory", monitor.dump)
-    signs.add_dump("memory-trace", monitor.request_trace)
-    _attached[signs] = monitor
-    return monitor
+
+    return host.layer("memory", settings, build)

@@ -12,17 +12,15 @@ import threading
 import time
 import tracemalloc
 from collections.abc import Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from prometheus_client import Gauge
 
 from ..errors import Degraded
+from ..host import Host
 from .sampler import BLOCK_BYTES, Sampler
 from .tracing import Tracing
 from .trend import Trend, Verdict
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 logger = logging.getLogger("lifesigns.memory")
 
@@ -30,8 +28,8 @@ logger = logging.getLogger("lifesigns.memory")
 class MemoryMetrics:
     """Gauges for RSS, the Python heap, their slopes and the leak verdict."""
 
-    def __init__(self, signs: Lifesigns) -> None:
-        registry = signs.registry
+    def __init__(self, host: Host) -> None:
+        registry = host.registry
         self.rss = Gauge(
             "lifesigns_memory_rss_bytes", "Resident set size of the process.", registry=registry
         )
@@ -66,21 +64,21 @@ class MemoryMonitor:
 
     def __init__(
         self,
-        signs: Lifesigns,
+        host: Host,
         *,
         interval: float = 10.0,
         window: float = 600.0,
         threshold: float = 1.0,
         trace_seconds: float = 30.0,
     ) -> None:
-        self.signs = signs
+        self.host = host
         self.interval = interval
         self.window = window
         self.threshold = threshold
         self.sampler = Sampler()
         self.trend = Trend(window, interval, threshold)
         self.tracing = Tracing(trace_seconds)
-        self.metrics = MemoryMetrics(signs)
+        self.metrics = MemoryMetrics(host)
         self._verdict: Verdict = self.trend.verdict()
         self._wake = threading.Event()
         self._stopping = False
@@ -111,7 +109,7 @@ class MemoryMonitor:
         self._wake.set()
         thread, self._thread = self._thread, None
         if thread is not None:
-            await asyncio.to_thread(thread.join, self.signs.settings.grace)
+            await asyncio.to_thread(thread.join, self.host.settings.grace)
         self.tracing.cancel()
 
     def _run(self) -> None:

@@ -1,21 +1,16 @@
 """Supervised background tasks: periodic and long-running, each with an owner.
 
-Registration starts nothing; :func:`attach` gives a :class:`~lifesigns.Lifesigns` one
-:class:`Supervisor`, a component its lifespan starts and stops. ``signs.periodic`` and
-``signs.supervised`` are shorthands for the supervisor's decorators.
+Registration starts nothing; :func:`attach` gives a host one :class:`Supervisor`, a
+component its lifespan starts and stops. ``signs.periodic`` and ``signs.supervised`` are
+shorthands for the supervisor's decorators.
 """
 
 from __future__ import annotations
 
-import weakref
-from typing import TYPE_CHECKING
-
+from ..host import HasHost, Host, as_host
 from .census import StrayTask
 from .state import Restart, TaskPhase, TaskSpec, TaskState
 from .supervisor import Supervisor, TaskFailed
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 __all__ = [
     "Restart",
@@ -28,19 +23,20 @@ __all__ = [
     "attach",
 ]
 
-_attached: weakref.WeakKeyDictionary[Lifesigns, Supervisor] = weakref.WeakKeyDictionary()
 
+def attach(owner: Host | HasHost) -> Supervisor:
+    """The supervisor of ``owner`` (a ``Host`` or a ``Lifesigns``), built on first call.
 
-def attach(signs: Lifesigns) -> Supervisor:
-    """The supervisor of ``signs``, created and added as a component on first call.
-
-    Also serves the tasks' state at ``/debug/supervised`` (token only). Idempotent:
-    later calls return the same supervisor. Must happen before the lifespan starts.
+    The first call adds it as a component and serves the tasks' state at
+    ``/debug/supervised`` (token only); later calls return the same supervisor (it has no
+    settings of its own). Must happen before the lifespan starts.
     """
-    supervisor = _attached.get(signs)
-    if supervisor is None:
-        supervisor = Supervisor(signs)
-        signs.add_component(supervisor)
-        signs.add_dump("supervised", supervisor.dump)
-        _attached[signs] = supervisor
+    host = as_host(owner)
+    return host.layer("tasks", None, lambda: _build(host))
+
+
+def _build(host: Host) -> Supervisor:
+    supervisor = Supervisor(host)
+    host.add_component(supervisor)
+    host.add_dump("supervised", supervisor.dump)
     return supervisor

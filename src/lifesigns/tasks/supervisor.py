@@ -12,19 +12,18 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any, TypeVar
+from typing import Any, TypeVar
 
 from .. import _config
 from ..errors import ConfigError, Degraded
+from ..errors import TaskFailed as TaskFailed  # re-exported: its old home
+from ..host import Host
 from .census import StrayTask, stray_tasks
 from .metrics import TaskMetrics
 from .periodic import PeriodicRunner
 from .runs import ReadyGate
 from .state import Restart, TaskPhase, TaskSpec, TaskState
 from .supervised import SupervisedRunner
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 logger = logging.getLogger("lifesigns.tasks")
 
@@ -34,12 +33,8 @@ CHECK_PREFIX = "task."
 """Each task's health check is named ``task.<name>``."""
 
 
-class TaskFailed(Exception):
-    """A task exceeded its restart intensity and was given up (its check fails)."""
-
-
 class Supervisor:
-    """Supervised periodic and long-running tasks of one :class:`~lifesigns.Lifesigns`.
+    """Supervised periodic and long-running tasks of one host.
 
     **Usage**::
 
@@ -54,9 +49,9 @@ class Supervisor:
 
     name = "supervised tasks"
 
-    def __init__(self, signs: Lifesigns) -> None:
-        self.signs = signs
-        self.metrics = TaskMetrics(signs.registry)
+    def __init__(self, host: Host) -> None:
+        self.host = host
+        self.metrics = TaskMetrics(host.registry)
         self._states: dict[str, TaskState] = {}
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._strays: list[StrayTask] = []
@@ -176,7 +171,7 @@ class Supervisor:
         if spec.name in self._states:
             raise ConfigError(f"a task named {spec.name!r} is already registered; pass name=...")
         state = TaskState(spec)
-        self.signs.check(
+        self.host.add_check(
             f"{CHECK_PREFIX}{spec.name}",
             _task_check(state),
             critical=spec.critical,
@@ -220,12 +215,12 @@ class Supervisor:
                 "timeout, restarts and a clean stop",
                 stray.describe(),
             )
-        gate = ReadyGate(self.signs.lifecycle)
+        gate = ReadyGate(self.host.lifecycle)
         loop = asyncio.get_running_loop()
         for name, state in self._states.items():
             spec = state.spec
             runner_type = PeriodicRunner if spec.every is not None else SupervisedRunner
-            runner = runner_type(spec, state, self.metrics, gate, self.signs.redactor.redact)
+            runner = runner_type(spec, state, self.metrics, gate, self.host.redactor.redact)
             self._runners[name] = loop.create_task(
                 runner.run(), name=f"lifesigns supervisor of {name}"
             )
@@ -243,7 +238,7 @@ class Supervisor:
         }
         for task in runners.values():
             task.cancel()
-        budget = max(0.1, self.signs.settings.grace - 0.5)
+        budget = max(0.1, self.host.settings.grace - 0.5)
         _, pending = await asyncio.wait(runners.values(), timeout=budget)
         for task in runners.values():
             if task.done() and not task.cancelled() and task.exception() is not None:
