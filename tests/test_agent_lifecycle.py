@@ -17,7 +17,7 @@ from pathlib import Path
 import httpx
 import pytest
 
-from tests.apps.agent_harness import AgentRun, alive, poll, uvicorn
+from tests.apps.agent_harness import AgentRun, alive, gunicorn, poll, uvicorn
 
 pytestmark = pytest.mark.slow
 
@@ -65,8 +65,9 @@ def test_sigterm_to_the_agent_drains_200_requests_and_exits_as_the_server_did():
         assert returncode == int(server_status[1])  # uvicorn's supervisor exits 0 on SIGTERM
 
 
-def test_sigkill_to_the_agent_leaves_no_server_process():
-    with AgentRun(uvicorn) as agent:
+@pytest.mark.parametrize("server", [uvicorn, gunicorn], ids=["uvicorn", "gunicorn"])
+def test_sigkill_to_the_agent_leaves_no_server_process(server):
+    with AgentRun(server) as agent:
         agent.start(workers=2)
         pids = {agent.server_pid(), *(w["pid"] for w in agent.workers())}
         assert len(pids) == 3 and all(alive(p) for p in pids)
