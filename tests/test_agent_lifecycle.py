@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import json
 import os
 import signal
 import sys
@@ -101,7 +102,7 @@ def test_the_agent_imports_neither_the_app_nor_any_web_framework(tmp_path: Path)
     with AgentRun(
         uvicorn,
         python=[sys.executable, "-c", LEAN],
-        env={"AGENT_MODULES": str(modules)},
+        env={"AGENT_MODULES": str(modules), "LIFESIGNS_LOG_FORMAT": "json"},
         options=["--live-fail-after", "60"],
     ) as agent:
         agent.start(workers=2)
@@ -111,6 +112,13 @@ def test_the_agent_imports_neither_the_app_nor_any_web_framework(tmp_path: Path)
         finally:
             agent.wait_for_log(r"stalled [\d.]+ s in tests/apps/agent_service\.py", 10)
         agent.get("/debug/stalls").raise_for_status()
+        # Logs for shippers: one JSON object per line, the stall's fields structured.
+        stall_line = next(
+            line for line in agent.log().splitlines() if '"event": "stall"' in line
+        )
+        fields = json.loads(stall_line)["lifesigns"]
+        assert fields["seen_by"] == "agent" and fields["function"] == "freeze_sleep"
+        assert fields["site"].startswith("tests/apps/agent_service.py:")
         since = time.time()
         poll(lambda: modules.exists() and modules.stat().st_mtime > since, 5, "a fresh list")
         loaded = set(modules.read_text().split())

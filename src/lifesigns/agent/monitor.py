@@ -256,7 +256,7 @@ class Monitor:
             try:
                 self.check()
             except Exception:  # the monitor must outlive its own bugs
-                logger.exception("lifesigns agent: the monitor failed a round")
+                logger.exception("the monitor failed a round")
                 self._stop.wait(1.0)
             self._stop.wait(self.poll)
 
@@ -268,7 +268,7 @@ class Monitor:
         if now_mono - self._reclaimed_at >= 1.0:
             self._reclaimed_at = now_mono
             for index in self.table.reclaim():
-                logger.info("lifesigns agent: slot %d freed (its worker is gone)", index)
+                logger.info("slot %d freed (its worker is gone)", index)
         views = {v.index: v for v in self.table.held()}
         with self._lock:
             for index in list(self._workers):
@@ -283,9 +283,7 @@ class Monitor:
                 worker = self._workers.get(index)
                 if worker is None:
                     self._workers[index] = _Worker(view)
-                    logger.info(
-                        "lifesigns agent: worker %d (pid %d) took slot %d", index, view.pid, index
-                    )
+                    logger.info("worker %d (pid %d) took slot %d", index, view.pid, index)
                 else:
                     worker.view = view
             workers = list(self._workers.values())
@@ -299,7 +297,7 @@ class Monitor:
         age = view.age(now)
         if stall is not None and view.beat_ns != stall.beat_ns:
             stall.ended_ns = view.beat_ns
-            logger.warning("lifesigns agent: %s; it beats again", headline(stall))
+            logger.warning("%s; it beats again", headline(stall))
             with self._lock:
                 worker.stall = None
             return
@@ -322,13 +320,13 @@ class Monitor:
                 self.stall_counts[view.index] = self.stall_counts.get(view.index, 0) + 1
                 worker.interval = s.stall_threshold * 2
                 worker.next_sample_ns = now + int(worker.interval * 1e9)
-            lines = [f"lifesigns agent: {headline(stall)}"]
+            lines = [headline(stall)]
             if first.error:
                 lines.append(f"    (py-spy could not sample it: {first.error})")
             else:
                 lines.append(f"  stack of the event loop thread, innermost first ({_dur(first)}):")
                 lines.extend(_stack_text(first))
-            logger.warning("\n".join(lines))
+            logger.warning("\n".join(lines), extra={"lifesigns": _fields(stall, first)})
             return
         if age >= s.live_fail_after and stall.incident is None and not stall.action:
             self._incident(worker, stall, now)
@@ -338,9 +336,7 @@ class Monitor:
             if replace or not action.startswith("not replaced yet"):
                 with self._lock:
                     stall.action = action
-                logger.warning(
-                    "lifesigns agent: worker %d (pid %d): %s", view.index, view.pid, action
-                )
+                logger.warning("worker %d (pid %d): %s", view.index, view.pid, action)
             if replace:
                 self._start_replace(view, stall.incident)
             return
@@ -350,7 +346,7 @@ class Monitor:
                 stall.samples.append((time.monotonic_ns(), again))
                 worker.interval = min(worker.interval * 2, s.max_interval)
                 worker.next_sample_ns = time.monotonic_ns() + int(worker.interval * 1e9)
-            logger.warning("lifesigns agent: still %s", headline(stall))
+            logger.warning("still %s", headline(stall))
 
     # -- evidence, then replacement ---------------------------------------------------
 
@@ -400,14 +396,13 @@ class Monitor:
             try:
                 path = self.incidents.write(incident)
             except OSError as exc:
-                logger.error("lifesigns agent: could not write the incident file: %s", exc)
+                logger.error("could not write the incident file: %s", exc)
         with self._lock:
             stall.incident = path
             stall.action = action
             self.incident_count += 1
         logger.error(
-            "lifesigns agent: worker %d (pid %d) frozen %.1f s, past live_fail_after=%g s; "
-            "incident %s; %s",
+            "worker %d (pid %d) frozen %.1f s, past live_fail_after=%g s; incident %s; %s",
             view.index,
             view.pid,
             view.age(),
@@ -443,7 +438,7 @@ class Monitor:
                 f"gave up after {s.max_restarts} restarts in {s.restart_window:g} s; "
                 "liveness fails so that the orchestrator takes over"
             )
-            logger.error("lifesigns agent: %s", self.gave_up)
+            logger.error("%s", self.gave_up)
             return f"not replaced: {self.gave_up}", False
         if not self.budget.allows(mono):
             wait = self.budget.next_allowed(mono) - mono
@@ -461,23 +456,21 @@ class Monitor:
         if _pid_alive(view.pid):
             with contextlib.suppress(ProcessLookupError):
                 os.kill(view.pid, signal.SIGKILL)
-            logger.warning("lifesigns agent: worker pid %d ignored SIGABRT; SIGKILL sent", view.pid)
+            logger.warning("worker pid %d ignored SIGABRT; SIGKILL sent", view.pid)
         traceback_file = self.runtime_dir / f"traceback-{view.pid}.txt"
         text = ""
         with contextlib.suppress(OSError):
             text = traceback_file.read_text(errors="replace")[:200_000]
             traceback_file.unlink()
         if text.strip():
-            logger.warning("lifesigns agent: worker pid %d's own traceback:\n%s", view.pid, text)
+            logger.warning("worker pid %d's own traceback:\n%s", view.pid, text)
         if incident is not None and self.incidents is not None:
             try:
                 self.incidents.update(incident, {"traceback_at_kill": text or None})
             except (OSError, ValueError) as exc:
-                logger.error(
-                    "lifesigns agent: could not add the traceback to %s: %s", incident, exc
-                )
+                logger.error("could not add the traceback to %s: %s", incident, exc)
         logger.warning(
-            "lifesigns agent: worker %d (pid %d) ended; the server starts its replacement",
+            "worker %d (pid %d) ended; the server starts its replacement",
             view.index,
             view.pid,
         )
@@ -625,6 +618,24 @@ def _in_process_view(published: dict[str, Any] | None, s: Sample) -> dict[str, A
         "headline": headline_text,
         "agrees": None if site is None else site in headline_text,
         "published_age_s": (published or {}).get("age_s"),
+    }
+
+
+def _fields(stall: StallRecord, s: Sample) -> dict[str, Any]:
+    """The structured fields of a stall line (``extra={"lifesigns": ...}``)."""
+    thread = _loop_thread(s)
+    frame = thread.top_app_frame or (thread.frames[0] if thread.frames else None)
+    return {
+        "event": "stall",
+        "seen_by": "agent",
+        "worker": stall.slot,
+        "pid": stall.pid,
+        "stalled_s": round(stall.duration(), 3),
+        "site": f"{frame.as_dict()['file']}:{frame.line}" if frame is not None else None,
+        "function": frame.function if frame is not None else None,
+        "holds_gil": _holds_gil(s),
+        "request": stall.request or None,
+        "error": s.error,
     }
 
 

@@ -242,7 +242,7 @@ class _Handler(BaseHTTPRequestHandler):
                 self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
             )
         except Exception as exc:  # a bug here must not kill liveness for good
-            logger.exception("lifesigns agent: the side port failed to answer %s", self.path)
+            logger.exception("the side port failed to answer %s", self.path)
             status, headers, data = 500, dict(_TEXT), f"{type(exc).__name__}\n".encode()
         self.send_response(status)
         for key, value in headers.items():

@@ -124,6 +124,7 @@ def _pick(
 
 
 def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> int:
+    from .. import _logging
     from .._secrets import SecretRedactor
     from ..agent.incidents import IncidentWriter
     from ..agent.monitor import AgentSettings, LogRing, Monitor
@@ -169,8 +170,16 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
     logger = logging.getLogger("lifesigns.agent")
     logger.setLevel(logging.INFO)
     logger.propagate = False
+    log_where, log_format = _pick(None, env, "--log-format", "LOG_FORMAT", "text")
+    if log_format not in _logging.LOG_FORMATS:
+        raise UsageError(
+            f"{log_where}={log_format!r} is not a log format; allowed: "
+            + ", ".join(_logging.LOG_FORMATS)
+        )
     to_stderr = logging.StreamHandler(sys.stderr)
-    to_stderr.setFormatter(logging.Formatter("%(asctime)s %(levelname)s %(message)s"))
+    to_stderr.setFormatter(
+        _logging.JsonFormatter() if log_format == "json" else _logging.TextFormatter()
+    )
     ring = LogRing()
     logger.addHandler(to_stderr)
     logger.addHandler(ring)
@@ -216,7 +225,7 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
     side.start()
     monitor.start()
     logger.info(
-        "lifesigns agent %d: side port on http://%s:%d for server pid %d (%s); "
+        "agent %d: side port on http://%s:%d for server pid %d (%s); "
         "stall_threshold=%g s, live_fail_after=%g s, incidents in %s%s",
         os.getpid(),
         host,
@@ -236,5 +245,5 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
         server.kill_leftovers()
         table.close()
         shutil.rmtree(runtime, ignore_errors=True)
-    logger.info("lifesigns agent: the server exited with %d", returncode)
+    logger.info("the server exited with %d", returncode)
     return exit_like(returncode)
