@@ -113,9 +113,7 @@ def test_the_agent_imports_neither_the_app_nor_any_web_framework(tmp_path: Path)
             agent.wait_for_log(r"stalled [\d.]+ s in tests/apps/agent_service\.py", 10)
         agent.get("/debug/stalls").raise_for_status()
         # Logs for shippers: one JSON object per line, the stall's fields structured.
-        stall_line = next(
-            line for line in agent.log().splitlines() if '"event": "stall"' in line
-        )
+        stall_line = next(line for line in agent.log().splitlines() if '"event": "stall"' in line)
         fields = json.loads(stall_line)["lifesigns"]
         assert fields["seen_by"] == "agent" and fields["function"] == "freeze_sleep"
         assert fields["site"].startswith("tests/apps/agent_service.py:")
