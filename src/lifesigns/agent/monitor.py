@@ -229,6 +229,7 @@ class Monitor:
         self.stall_counts: dict[int, int] = {}
         """Stalls seen per slot since the agent started (never reset by a replacement)."""
         self.incident_count = 0
+        self._unkillable: set[int] = set()
 
     def __repr__(self) -> str:
         return f"<Monitor {self.table.path} workers={len(self._workers)} {self.settings!r}>"
@@ -457,6 +458,13 @@ class Monitor:
             with contextlib.suppress(ProcessLookupError):
                 os.kill(view.pid, signal.SIGKILL)
             logger.warning("worker pid %d ignored SIGABRT; SIGKILL sent", view.pid)
+            deadline = time.monotonic() + self.settings.kill_grace
+            while _pid_alive(view.pid) and time.monotonic() < deadline:
+                time.sleep(0.02)
+            if _pid_alive(view.pid):  # stuck in the kernel (D state): nothing more to do here
+                self._unkillable.add(view.pid)
+                logger.error("worker pid %d survived SIGKILL; liveness fails", view.pid)
+                return
         traceback_file = self.runtime_dir / f"traceback-{view.pid}.txt"
         text = ""
         with contextlib.suppress(OSError):
@@ -533,6 +541,8 @@ class Monitor:
                 why = "dry run"
             elif w["pid"] == server:
                 why = "it is the server itself"
+            elif w["pid"] in self._unkillable:
+                why = "it survived SIGKILL"
             if why:
                 reasons.append(
                     f"worker {w['slot']} (pid {w['pid']}) frozen {w['heartbeat_age_s']:.1f} s "
