@@ -173,6 +173,7 @@ def test_incident_files_are_bounded_in_number_and_size_and_hold_no_secret(tmp_pa
     assert len(data) <= 8192 and secret not in data
     assert "stacks" in json.loads(data)["truncated"][0]
     assert secret not in path.with_suffix(".txt").read_text()
+    assert path.stat().st_mode & 0o777 == 0o600
     with pytest.raises(ValueError, match="max_files=0"):
         IncidentWriter(tmp_path, redact=str, max_files=0)
 

@@ -1,7 +1,7 @@
 """Incident files: the evidence of a frozen worker, kept before anything kills it.
 
-Each incident is two files in the incident folder, written atomically (a temporary file,
-then ``os.replace``): ``<stem>.json`` (everything, for tools) and ``<stem>.txt`` (the same,
+Each incident is two files in the incident folder, owner-only (0600), written atomically
+(a temporary file, then ``os.replace``): ``<stem>.json`` (everything, for tools) and ``<stem>.txt`` (the same,
 for people). Every text passes through the secret masker first. A file larger than
 ``max_bytes`` loses its largest parts (said so in the file); beyond ``max_files``
 incidents the oldest are deleted.
@@ -96,7 +96,9 @@ class IncidentWriter:
 
     def _atomic(self, target: Path, text: str) -> None:
         temporary = target.with_name(f".{target.name}.tmp")
-        with temporary.open("w", encoding="utf-8") as out:
+        # Owner-only: stacks and requests are for the operator, not for every local user.
+        fd = os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with open(fd, "w", encoding="utf-8") as out:
             out.write(text)
             out.flush()
             os.fsync(out.fileno())
