@@ -1,10 +1,10 @@
 """Incident files: the evidence of a frozen worker, kept before anything kills it.
 
 Each incident is two files in the incident folder, owner-only (0600), written atomically
-(a temporary file, then ``os.replace``): ``<stem>.json`` (everything, for tools) and ``<stem>.txt`` (the same,
-for people). Every text passes through the secret masker first. A file larger than
-``max_bytes`` loses its largest parts (said so in the file); beyond ``max_files``
-incidents the oldest are deleted.
+(a temporary file, then ``os.replace``): ``<stem>.json`` (everything, for tools) and
+``<stem>.txt`` (the same, for people). Every text passes through the secret masker first.
+A file larger than ``max_bytes`` loses its largest parts (said so in the file); beyond
+``max_files`` incidents the oldest are deleted.
 """
 
 from __future__ import annotations
