@@ -132,10 +132,10 @@ def test_demo_freeze_is_named_on_the_side_port_while_the_loop_is_frozen(tmp_path
     finally:
         process.send_signal(signal.SIGINT)
         process.wait(15)
-    assert "lab/app.py" in seen, seen
+    assert "lifesigns/lab/app.py" in seen, seen
     assert "freeze" in seen
     output = log.read_text()
     assert f"side port  {side_base}/livez" in output
     assert re.search(
-        r"loop stall ended after 3\.\d+ s: .*lab/app\.py:\d+ freeze, time\.sleep", output
+        r"loop stall ended after 3\.\d+ s: lifesigns/lab/app\.py:\d+ freeze, time\.sleep", output
     )

@@ -236,7 +236,14 @@ async def test_inflight_alone_counts_and_lists_the_hosts_requests() -> None:
     layer = inflight.attach(host)
     assert inflight.attach(host) is layer
     assert set(host.dumps) == {"requests"}
-    info = tracker.begin({"method": "GET", "path": "/orders/7", "headers": []})
+
+    async def receive() -> dict[str, object]:
+        return {"type": "http.request", "body": b"", "more_body": False}
+
+    async def send(message: object) -> None:
+        return None
+
+    info = tracker.begin({"method": "GET", "path": "/orders/7", "headers": []}, receive, send)
     try:
         assert host.registry.get_sample_value("lifesigns_requests_in_flight") == 1
         listed = host.dumps["requests"]()

@@ -14,6 +14,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field, fields, replace
 from typing import Any, Final, Protocol, TypeVar
 
+from ._frames import parse_app_packages
 from ._surfaces import DEFAULT as _EXPOSED
 from ._surfaces import SURFACES, surfaces
 from .errors import ConfigError
@@ -408,6 +409,18 @@ class Paths:
     )
 
 
+class AppPackages:
+    """Package or module names: the application's code (see :mod:`lifesigns._frames`)."""
+
+    allowed = "package or module names, e.g. `app,myservice.api` (empty: inferred)"
+
+    def __call__(self, name: str, value: object, *, from_env: bool = False) -> tuple[str, ...]:
+        try:
+            return parse_app_packages(value, where=_source(name, from_env))
+        except ValueError as error:
+            raise ConfigError(str(error)) from None
+
+
 class Surfaces:
     """Which of probes, metrics, debug a port serves (see :mod:`lifesigns._surfaces`)."""
 
@@ -707,6 +720,14 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         "logs",
         "format of the stderr handler lifesigns adds when nothing else shows its logs",
     ),
+    Option(
+        "app_packages",
+        (),
+        AppPackages(),
+        "core",
+        "the application's packages, for every stack lifesigns prints (default: inferred; "
+        "site-packages, the stdlib and launchers are never the application)",
+    ),
 )
 """The settings table: every option of every layer, in the order the reference shows them.
 
@@ -795,6 +816,7 @@ class Settings:
     query_timeout: float = 2.0
     replicas: int | None = None
     log_format: str = "text"  # why: lifesigns._logging docstring
+    app_packages: tuple[str, ...] = ()  # why: lifesigns._frames docstring
 
     def __repr__(self) -> str:
         shown = []

@@ -23,6 +23,7 @@ from .health.check import CheckResult
 from .health.lifecycle import StepState
 from .health.status import Status
 from .host import Component, Dump, Host
+from .http.metrics import register_request_metrics
 from .http.requests import RequestTracker
 from .startup import Dependency, wait_for
 
@@ -91,6 +92,8 @@ class Lifesigns:
       everything (see :mod:`lifesigns._surfaces`).
     * ``log_format``: ``"text"`` or ``"json"`` for the stderr handler lifesigns adds
       when nothing else shows its logs (see :mod:`lifesigns._logging`).
+    * ``app_packages``: the packages that are the application's code, for every stack
+      lifesigns prints (default: inferred; see :mod:`lifesigns._frames`).
 
     The layers' other options (``census_interval``, ``memory_interval``,
     ``leak_threshold``...) come from their ``LIFESIGNS_<NAME>`` variables or from the
@@ -127,6 +130,7 @@ class Lifesigns:
         memory: bool | object = UNSET,
         expose: str | Collection[str] | object = UNSET,
         log_format: str | object = UNSET,
+        app_packages: str | Collection[str] | object = UNSET,
     ) -> None:
         self.settings = Settings.from_arguments(
             {
@@ -152,6 +156,7 @@ class Lifesigns:
                 "memory": memory,
                 "expose": expose,
                 "log_format": log_format,
+                "app_packages": app_packages,
             }
         )
         self.host = Host(self.settings, requests=RequestTracker())
@@ -165,6 +170,7 @@ class Lifesigns:
         self.runner = host.runner
         self.probes = host.probes
         self.requests: RequestTracker = host.requests  # type: ignore[assignment]
+        register_request_metrics(self.registry, self.requests)
         self._engines: dict[str, WatchedEngine] = {}
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []

@@ -12,6 +12,8 @@ code keeps working. The hierarchy (defined here unless a module is named)::
     ├── Degraded                             raised by a check to report ``warn``
     ├── TaskFailed                           a task was given up (its check fails)
     ├── PoolSaturated                        lifesigns.db.saturation: the pool stayed full
+    ├── LoopUnavailable                      lifesigns.router: the loop did not run a probe
+    ├── DoctorUsageError     + ValueError    lifesigns.doctor: a bad option or path
     └── BulkheadFull         + TimeoutError  lifesigns.db.bulkhead: no slot came free
 
 ``tests/test_errors.py`` walks every module of the package and holds every exception class

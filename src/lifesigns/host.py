@@ -28,6 +28,7 @@ from typing import Any, Protocol, TypeVar, runtime_checkable
 from prometheus_client import CollectorRegistry
 
 from ._config import Settings
+from ._frames import FrameClassifier, default_classifier
 from ._secrets import SecretRedactor, tokens_match
 from .errors import ConfigError
 from .health import (
@@ -143,6 +144,12 @@ class Host:
         self.runner = CheckRunner(redactor=self.redactor, listener=self.metrics.observe_check)
         self.probes = Probes(self.checks, self.runner, self.lifecycle, self.settings.probe_budget)
         self.requests: RequestsView = requests if requests is not None else NoRequests()
+        self.frames: FrameClassifier = (
+            FrameClassifier(app_packages=self.settings.app_packages)
+            if self.settings.app_packages
+            else default_classifier()
+        )
+        """Which code is the application's, for every stack the layers print."""
         self._lock = threading.Lock()
         self._dumps: dict[str, Dump] = {}
         self._components: list[Component] = []

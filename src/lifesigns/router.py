@@ -56,6 +56,7 @@ from prometheus_client import CollectorRegistry, Counter
 
 from ._config import Settings
 from ._surfaces import DEBUG, METRICS, PROBES, SURFACES
+from .errors import LifesignsError
 from .health import ProbeResult, StartupStep, UnknownCheckError
 from .health.render import HEALTH_JSON, health_json, probe_text, startup_lines
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
@@ -223,7 +224,7 @@ def json_answer(
 # -- the event loop, seen from another thread ------------------------------------------
 
 
-class LoopUnavailable(Exception):
+class LoopUnavailable(LifesignsError):
     """The application's loop did not run a probe: absent, frozen, or too slow."""
 
     def __init__(self, frozen_for: float | None) -> None:

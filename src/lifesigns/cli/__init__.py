@@ -1,4 +1,4 @@
-"""The ``lifesigns`` command: ``probe``, ``demo`` and ``run``.
+"""The ``lifesigns`` command: ``probe``, ``run``, ``demo``, ``lab``, ``doctor`` and ``rules``.
 
 Only the standard library is imported until a subcommand is chosen, so that
 ``lifesigns probe`` (run by a Docker HEALTHCHECK every few seconds) starts quickly.
@@ -12,10 +12,21 @@ USAGE = """usage: lifesigns COMMAND [options]
 
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
-  demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
   run [options] -- CMD      run server CMD under the lifesigns agent (one side port, stalls named)
+  demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
+  rules [--dashboard]       print the Prometheus alert rules (or the Grafana dashboard)
+  doctor [PATH...]          find the incident anti-patterns in code, Dockerfiles, manifests, scripts
 
 `lifesigns COMMAND --help` tells more."""
+
+COMMANDS = {
+    "probe": "probe",
+    "run": "run",
+    "demo": "demo",
+    "rules": "rules",
+    "doctor": "doctor",
+}
+"""Each command and the module of ``lifesigns.cli`` whose ``run(argv) -> int`` serves it."""
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -30,20 +41,13 @@ def main(argv: list[str] | None = None) -> None:
         print(f"lifesigns {__version__}")
         raise SystemExit(0)
     command, rest = args[0], args[1:]
-    if command == "probe":
-        from .probe import run
-
-        raise SystemExit(run(rest))
-    if command == "run":
-        from .run import main as run_agent
-
-        raise SystemExit(run_agent(rest))
-    if command == "demo":
-        from .demo import run as run_demo
-
-        raise SystemExit(run_demo(rest))
-    print(
-        f"lifesigns: unknown command {command!r}; commands: probe, demo, run\n\n{USAGE}",
-        file=sys.stderr,
-    )
-    raise SystemExit(2)
+    module = COMMANDS.get(command)
+    if module is None:
+        print(
+            f"lifesigns: unknown command {command!r}; commands: {', '.join(COMMANDS)}\n\n{USAGE}",
+            file=sys.stderr,
+        )
+        raise SystemExit(2)
+    # __import__ rather than importlib: the probe's start-up counts every module.
+    chosen = __import__(f"{__name__}.{module}", fromlist=["run"])
+    raise SystemExit(chosen.run(rest))

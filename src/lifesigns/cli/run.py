@@ -92,6 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
     return p
 
 
+def run(argv: Sequence[str]) -> int:
+    """``lifesigns run ARGS``: the command's entry point (see :func:`main`)."""
+    return main(argv)
+
+
 def main(argv: Sequence[str], environ: Mapping[str, str] | None = None) -> int:
     """Run the agent; returns (or ends the process with) the server's exit status."""
     env = dict(os.environ if environ is None else environ)

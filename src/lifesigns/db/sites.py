@@ -7,13 +7,12 @@ frame's code object and instruction offset (``f_code``, ``f_lasti``) while walki
 ``f_lineno`` (which scans the line table). File, function and line number are worked out
 later, only when a report or a dump needs the text.
 
-Frames are sorted into three kinds, cached by file name:
+Frames are ranked by :meth:`lifesigns._frames.FrameClassifier.rank`, cached by file name:
 
-* infrastructure (the standard library, SQLAlchemy, the ASGI stack, the drivers,
-  lifesigns itself): never a checkout site;
-* other installed packages (``site-packages``): a site only when no application frame
-  is found, which is the case when the application itself is installed as a package;
-* everything else: application code.
+* the standard library, lifesigns, launchers (console scripts, click, typer...) and the
+  serving stack (SQLAlchemy, the ASGI stack, the drivers): never a checkout site;
+* other libraries: a site only when no application frame is found;
+* the application's code: the site, and the short stack (application frames only).
 
 Under an ``AsyncEngine`` the checkout runs in a greenlet whose frames end at
 SQLAlchemy's ``greenlet_spawn``; the walk continues in the parent greenlet, where the
@@ -22,16 +21,21 @@ awaiting coroutines (the endpoint among them) are suspended.
 
 from __future__ import annotations
 
-import importlib
-import os
 import random
-import site
 import sys
-import sysconfig
-from collections.abc import Callable, Iterable, Sequence
-from pathlib import Path
+from collections.abc import Sequence
 from types import CodeType, FrameType
 from typing import Any, Final, TypeAlias
+
+from .._frames import (
+    MAX_GREENLET_HOPS,
+    OWN,
+    FrameClassifier,
+    default_classifier,
+    parent_greenlet,
+    short_path,
+)
+from .._frames import Frame as _Frame
 
 Frame: TypeAlias = tuple[str, str, int]
 """One frame of a checkout site: file name, function name, line number."""
@@ -39,56 +43,7 @@ Frame: TypeAlias = tuple[str, str, int]
 RawFrame: TypeAlias = tuple[CodeType, int]
 """A frame as captured: its code object and instruction offset (see :func:`resolve`)."""
 
-INFRASTRUCTURE_PACKAGES: Final = (
-    "sqlalchemy",
-    "greenlet",
-    "asyncpg",
-    "psycopg",
-    "psycopg2",
-    "psycopg_pool",
-    "aiosqlite",
-    "starlette",
-    "fastapi",
-    "anyio",
-    "sniffio",
-    "uvicorn",
-    "uvloop",
-    "gunicorn",
-    "lifesigns",
-)
-"""Installed packages whose frames are never a checkout site."""
-
-_INFRA, _THIRD_PARTY, _APP = 0, 1, 2
-_MAX_WALK = 128  # frames; a checkout deeper than this keeps what was found so far
-_MAX_GREENLET_HOPS = 3
-
-
-def _greenlet_getcurrent() -> Callable[[], Any] | None:
-    # greenlet comes with sqlalchemy[asyncio]; without it there is nothing to cross.
-    try:
-        module = importlib.import_module("greenlet")
-    except ImportError:  # pragma: no cover
-        return None
-    getcurrent: Callable[[], Any] | None = getattr(module, "getcurrent", None)
-    return getcurrent
-
-
-_greenlet_current = _greenlet_getcurrent()
-
-
-def _package_roots() -> list[str]:
-    roots = {*site.getsitepackages(), sysconfig.get_paths()["purelib"]}
-    roots.add(sysconfig.get_paths()["platlib"])
-    user = site.getusersitepackages() if site.ENABLE_USER_SITE else None
-    if isinstance(user, str):
-        roots.add(user)
-    return sorted((os.path.join(r, "") for r in roots), key=len, reverse=True)
-
-
-def _stdlib_roots() -> list[str]:
-    paths = sysconfig.get_paths()
-    roots = {paths["stdlib"], paths["platstdlib"], os.path.dirname(os.__file__)}
-    return sorted((os.path.join(r, "") for r in roots), key=len, reverse=True)
+_MAX_WALK: Final = 128  # frames; a checkout deeper than this keeps what was found so far
 
 
 class SiteCapture:
@@ -97,7 +52,8 @@ class SiteCapture:
     ``depth`` is how many application frames the compact site keeps (the first one is
     the site proper). ``full_stacks`` is the fraction of checkouts (0 to 1) that also
     record every frame, infrastructure included: 0 by default, since a full stack costs
-    several microseconds more per checkout.
+    several microseconds more per checkout. ``classifier`` says what the application's
+    code is (:func:`~lifesigns._frames.default_classifier` by default).
     """
 
     def __init__(
@@ -105,79 +61,62 @@ class SiteCapture:
         *,
         depth: int = 6,
         full_stacks: float = 0.0,
-        library_paths: Iterable[str] = (),
+        classifier: FrameClassifier | None = None,
     ) -> None:
         self.depth = depth
         self.full_stacks = full_stacks
-        self._kinds: dict[str, int] = {}
-        self._packages = _package_roots()
-        self._stdlib = _stdlib_roots()
-        here = Path(__file__).resolve().parents[1]  # the lifesigns package
-        self._infra = [os.path.join(str(here), "")]
-        self._infra += [
-            os.path.join(root, name, "")
-            for root in self._packages
-            for name in INFRASTRUCTURE_PACKAGES
-        ]
-        self._infra += [os.path.join(str(Path(p).resolve()), "") for p in library_paths]
+        self.classifier = classifier or default_classifier()
+        self._ranks = self.classifier.ranks
 
     def __repr__(self) -> str:
         return f"SiteCapture(depth={self.depth}, full_stacks={self.full_stacks:g})"
 
     def kind(self, filename: str) -> int:
-        """0 for infrastructure, 1 for other installed packages, 2 for application code."""
-        kind = self._kinds.get(filename)
-        if kind is None:
-            kind = self._classify(filename)
-            self._kinds[filename] = kind
-        return kind
-
-    def _classify(self, filename: str) -> int:
-        if filename.startswith("<"):  # <frozen ...>, <string>
-            return _INFRA
-        if any(filename.startswith(p) for p in self._infra):
-            return _INFRA
-        if any(filename.startswith(p) for p in self._packages):
-            return _THIRD_PARTY
-        if any(filename.startswith(p) for p in self._stdlib):
-            return _INFRA
-        return _APP
+        """0 (:data:`~lifesigns._frames.SKIP`) for code that never makes a site (the
+        stdlib, lifesigns, launchers, the serving stack), 1 for other libraries (a site
+        only when no application frame shows), 2 for the application's code (cached)."""
+        rank = self._ranks.get(filename)
+        return self.classifier.rank(filename) if rank is None else rank
 
     def capture(self, skip: int = 1) -> tuple[RawFrame, ...]:
         """The compact site of the calling code, innermost frame first.
 
-        ``skip`` frames above this call are ignored (the listener's own).
+        The innermost application frame and the application frames around it (at most
+        ``depth`` in all); other libraries' frames only when no application frame is
+        found. ``skip`` frames above this call are ignored (the listener's own). Walks
+        out of SQLAlchemy's greenlet into the coroutines that awaited it.
         """
-        kinds = self._kinds
-        depth = self.depth
-        frames: list[RawFrame] = []
-        first_app = -1
+        ranks = self._ranks
+        rank_of = self.kind
+        left = self.depth
+        own: list[RawFrame] = []
+        fallback: list[RawFrame] = []
         f: FrameType | None = sys._getframe(skip + 1)
         hops = 0
         greenlet: Any = None
         for _ in range(_MAX_WALK):
             if f is None:
-                if _greenlet_current is None or hops >= _MAX_GREENLET_HOPS:
+                if hops >= MAX_GREENLET_HOPS:
                     break
-                greenlet = (greenlet or _greenlet_current()).parent
+                greenlet, f = parent_greenlet(greenlet)
                 if greenlet is None:
                     break
                 hops += 1
-                f = greenlet.gr_frame
                 continue
             code = f.f_code
-            kind = kinds.get(code.co_filename)
-            if kind is None:
-                kind = self.kind(code.co_filename)
-            if kind:
-                frames.append((code, f.f_lasti))
-                if kind == _APP and first_app < 0:
-                    first_app = len(frames) - 1
-                if first_app >= 0 and len(frames) - first_app >= depth:
-                    break
+            rank = ranks.get(code.co_filename)
+            if rank is None:
+                rank = rank_of(code.co_filename)
+            if rank:
+                if rank == OWN:
+                    own.append((code, f.f_lasti))
+                    left -= 1
+                    if not left:
+                        break
+                elif not own and len(fallback) < self.depth:
+                    fallback.append((code, f.f_lasti))
             f = f.f_back
-        start = max(first_app, 0)
-        return tuple(frames[start : start + depth])
+        return tuple(own or fallback)
 
     def sample_full(self) -> bool:
         """Whether this checkout should also record its full stack."""
@@ -192,13 +131,12 @@ class SiteCapture:
         hops = 0
         while len(frames) < _MAX_WALK:
             if f is None:
-                if _greenlet_current is None or hops >= _MAX_GREENLET_HOPS:
+                if hops >= MAX_GREENLET_HOPS:
                     break
-                greenlet = (greenlet or _greenlet_current()).parent
+                greenlet, f = parent_greenlet(greenlet)
                 if greenlet is None:
                     break
                 hops += 1
-                f = greenlet.gr_frame
                 continue
             frames.append((f.f_code, f.f_lasti))
             f = f.f_back
@@ -223,33 +161,21 @@ def resolve(raw: RawFrame) -> Frame:
     return code.co_filename, code.co_name, line
 
 
-_short_names: dict[str, str] = {}
-
-
 def short_filename(filename: str) -> str:
-    """``app/orders.py`` rather than ``/srv/app/app/orders.py``: relative to the working
-    directory or to the ``sys.path`` entry it was imported from."""
-    short = _short_names.get(filename)
-    if short is not None:
-        return short
-    short = filename
-    candidates = [os.getcwd(), *(p for p in sys.path if p)]
-    best = ""
-    for entry in candidates:
-        prefix = os.path.join(os.path.abspath(entry), "")
-        if filename.startswith(prefix) and len(prefix) > len(best):
-            best = prefix
-    if best:
-        short = filename[len(best) :]
-    if len(_short_names) < 4096:
-        _short_names[filename] = short
-    return short
+    """``app/orders.py`` rather than ``/srv/app/app/orders.py`` (see
+    :func:`lifesigns._frames.short_path`)."""
+    return short_path(filename)
+
+
+def as_frame(frame: Frame | RawFrame, classifier: FrameClassifier | None = None) -> _Frame:
+    """A captured site frame as a :class:`lifesigns._frames.Frame`."""
+    filename, name, line = resolve(frame) if len(frame) == 2 else frame
+    return (classifier or default_classifier()).frame(filename, line, name)
 
 
 def format_frame(frame: Frame | RawFrame) -> str:
     """``app/orders.py:88 in list_orders``."""
-    filename, name, line = resolve(frame) if len(frame) == 2 else frame
-    return f"{short_filename(filename)}:{line} in {name}"
+    return as_frame(frame).where
 
 
 def format_site(frames: Sequence[Frame | RawFrame]) -> str:

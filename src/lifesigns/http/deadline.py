@@ -28,6 +28,7 @@ from .. import _config
 from .._config import UNSET
 from ..errors import ConfigError
 from ..host import HasHost, Host, as_host
+from .requests import route_template
 from .responses import ASGIApp, Message, Receive, Scope, Send
 
 logger = logging.getLogger("lifesigns.http")
@@ -182,9 +183,7 @@ class DeadlineMiddleware:
             self._timer = loop.call_later(self._tick, self._sweep)
 
     def _count(self, scope: Scope, rule: str | None) -> str:
-        route = scope.get("route")
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        label = template if isinstance(template, str) else (rule or "(unrouted)")
+        label = route_template(scope) or rule or "(unrouted)"
         if self._expired is not None:
             self._expired.labels(label).inc()
         return label

@@ -89,9 +89,9 @@ class LifesignsMiddleware:
             )
             await send_answer(send, reply, head=method == "HEAD")
             return
-        info = self.requests.begin(scope)
+        info = self.requests.begin(scope, receive, send)
         try:
-            await self.app(scope, receive, send)
+            await self.app(scope, info.receive, info.send)
         finally:
             self.requests.end(info)
 

@@ -1,4 +1,4 @@
-"""The requests in flight: who is being served right now, and by which task.
+"""The requests in flight and the requests served: who is being served, and how it went.
 
 A cheap record per request, kept by :class:`~lifesigns.http.LifesignsMiddleware`, so that
 other layers can say which request a stall, a held connection or a deadline belongs to:
@@ -7,11 +7,24 @@ other layers can say which request a stall, a held connection or a deadline belo
   the threads anyio lends it, SQLAlchemy's greenlets) sees that request.
 * :meth:`RequestTracker.for_task` finds the request a task is serving, from any thread,
   without touching the event loop: a watchdog names the request of a frozen loop this way.
+* :meth:`RequestTracker.served` is the tally of finished requests by route template, method
+  and status, with their durations: :mod:`lifesigns.http.metrics` turns it into the
+  ``lifesigns_http_*`` metrics when Prometheus scrapes.
+
+The tally costs a few integer additions per request, taken on the thread that serves the
+request, with no lock: each row has one writer (the event loop), and a scrape that reads a
+row while it changes sees the previous or the next count, never a torn one.
+
+Routes are named by their template with every mount prefix (``/api/v1/items/{id}``), never
+by the raw path: requests that match no route count as ``<unmatched>``, and past
+:data:`MAX_ROUTES` distinct templates further ones count as ``<other>``, so a flood of
+random paths adds no series.
 """
 
 from __future__ import annotations
 
 import asyncio
+import bisect
 import itertools
 import time
 from collections.abc import MutableMapping
@@ -19,12 +32,35 @@ from contextvars import ContextVar
 from dataclasses import dataclass, field
 from typing import Any
 
+from .responses import Message, Receive, Send
+
 _ids = itertools.count(1)
+
+UNMATCHED = "<unmatched>"
+"""The route label of requests that matched no route (404s, redirects, probes of scanners)."""
+OTHER_ROUTE = "<other>"
+"""The route label of templates past :data:`MAX_ROUTES`."""
+MAX_ROUTES = 500
+"""Distinct route templates counted apart; an application has far fewer."""
+DURATION_BUCKETS = (
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+)  # fmt: skip
+"""Upper bounds (seconds) of the request duration histogram; ``+Inf`` follows."""
+METHODS = frozenset(
+    {"GET", "HEAD", "POST", "PUT", "PATCH", "DELETE", "OPTIONS", "TRACE", "CONNECT"}
+)
+"""Methods counted by name; any other counts as ``OTHER``."""
+CLIENT_CLOSED = 499
+"""The status counted for a request whose client left before its response started (nginx's)."""
+
+_DEADLINE_TASK = "lifesigns deadline 504"
+"""The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
+_LABEL_CACHE_SIZE = 2048
 
 
 @dataclass(eq=False, slots=True)
 class RequestInfo:
-    """One request in flight: method, path, route template, id and start time."""
+    """One request: method, path, route template, id, start time, and how it is answered."""
 
     method: str
     path: str
@@ -32,13 +68,23 @@ class RequestInfo:
     started: float = field(default_factory=time.monotonic)
     scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
     task_id: int = field(default=0, repr=False)
+    raw_receive: Receive | None = field(default=None, repr=False)
+    raw_send: Send | None = field(default=None, repr=False)
+    status: int = 0
+    """The status of the response once started (0 before)."""
+    complete: bool = False
+    """Whether the response's last body message was sent."""
+    disconnected: bool = False
+    """Whether the client went away before the response was complete."""
+    left_unanswered: bool = False
+    """Whether the client went away before the response started (counted as 499)."""
+    deadline_exceeded: bool = False
+    """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
 
     @property
     def route(self) -> str:
-        """The route template (``/orders/{order_id}``) once routed, else the raw path."""
-        route = self.scope.get("route")
-        template = getattr(route, "path_format", None) or getattr(route, "path", None)
-        return template if isinstance(template, str) else self.path
+        """The full route template (``/api/v1/orders/{order_id}``) once routed, else the path."""
+        return route_template(self.scope) or self.path
 
     @property
     def endpoint(self) -> str | None:
@@ -67,22 +113,131 @@ class RequestInfo:
             "age_s": round(self.age(now), 3),
         }
 
+    # The application gets these two in place of the server's receive and send.
+
+    async def receive(self) -> Message:
+        """The server's ``receive``, noting a client that left before its answer."""
+        assert self.raw_receive is not None
+        message = await self.raw_receive()
+        if message["type"] == "http.disconnect" and not self.complete:
+            self.disconnected = True
+            self.left_unanswered = self.status == 0
+        return message
+
+    async def send(self, message: Message) -> None:
+        """The server's ``send``, noting the status and the end of the response."""
+        assert self.raw_send is not None
+        if message["type"] == "http.response.start":
+            self.status = message["status"]
+            if self.status == 504:
+                task = asyncio.current_task()
+                self.deadline_exceeded = task is not None and task.get_name() == _DEADLINE_TASK
+        elif not message.get("more_body", False):
+            self.complete = True
+        try:
+            await self.raw_send(message)
+        except OSError:  # servers that raise for a client gone (uvicorn's ClientDisconnected)
+            self.disconnected = True
+            self.left_unanswered = message["type"] == "http.response.start"
+            raise
+
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request", default=None)
 """The request the running code serves, or ``None`` outside a request."""
 
 
+def route_template(scope: MutableMapping[str, Any]) -> str | None:
+    """The full route template a routed request matched, mount prefixes included.
+
+    ``/api/v1/items/{item_id}`` for a route ``/items/{item_id}`` of a router included with
+    ``prefix="/api/v1"`` or of an application mounted at ``/api/v1``; a mount's own
+    parameters are templated too (``/tenants/{tenant}/...``). ``None`` before routing and
+    for a request no route matched. Works from any thread; never raises.
+    """
+    route = scope.get("route")
+    prefix = ""
+    if "app_root_path" in scope:  # set by the first Mount a request went through
+        root = scope.get("root_path") or ""
+        prefix = root[len(scope.get("app_root_path") or "") :]
+        if prefix:
+            prefix = _template_mount_params(prefix, scope, route)
+            if route is None or _is_mount(route):
+                # Served by a mounted app that does no routing of its own (static files),
+                # or by one that matched nothing: the mount's own match is in root_path.
+                return prefix + "/{path}"
+    if route is None:
+        return None
+    own = _own_template(scope, route)
+    if own is None:
+        return None
+    return prefix + own
+
+
+def _own_template(scope: MutableMapping[str, Any], route: Any) -> str | None:
+    # FastAPI (0.120+) keeps included routers apart: the route's own path lacks the
+    # router's prefix, which the effective route context carries.
+    fastapi_scope = scope.get("fastapi")
+    if isinstance(fastapi_scope, dict):
+        context = fastapi_scope.get("effective_route_context")
+        if context is not None and getattr(context, "original_route", None) is route:
+            starlette_route = getattr(context, "starlette_route", None)
+            full = getattr(starlette_route, "path_format", None) or getattr(
+                context, "path_format", None
+            )
+            if isinstance(full, str) and full:
+                return full
+    template = getattr(route, "path_format", None) or getattr(route, "path", None)
+    return template if isinstance(template, str) else None
+
+
+def _is_mount(route: Any) -> bool:
+    template = getattr(route, "path_format", None)
+    return hasattr(route, "routes") and isinstance(template, str) and template.endswith("/{path}")
+
+
+def _template_mount_params(prefix: str, scope: MutableMapping[str, Any], route: Any) -> str:
+    """``/tenants/acme`` -> ``/tenants/{tenant}``: the mount's parameter values back to names."""
+    params = scope.get("path_params") or {}
+    own = getattr(route, "param_convertors", None) or {}
+    mount_params = [(k, str(v)) for k, v in params.items() if k not in own]
+    if not mount_params:
+        return prefix
+    segments = prefix.split("/")
+    for name, value in mount_params:
+        for i, segment in enumerate(segments):
+            if segment == value:
+                segments[i] = "{" + name + "}"
+                break
+    return "/".join(segments)
+
+
 class RequestTracker:
-    """Keeps the requests in flight, by task, readable from any thread."""
+    """Keeps the requests in flight, by task, and the tally of those served.
+
+    Readable from any thread (a scrape, the side port, a watchdog).
+    """
 
     # This is on every request's path: plain dicts keyed by id(), entries removed in
     # end(), no weak references (their callbacks cost more than the rest together).
     def __init__(self) -> None:
         self._by_task: dict[int, RequestInfo] = {}
         self._active: dict[int, RequestInfo] = {}
+        # (route, method, status) -> [count in each duration bucket..., +Inf, sum of seconds]
+        self._served: dict[tuple[str, str, int], list[float]] = {}
+        # (route, method) -> requests whose client left / that got the deadline's 504
+        self._disconnects: dict[tuple[str, str], int] = {}
+        self._deadlines: dict[tuple[str, str], int] = {}
+        # (id(route), root_path, id(route context)) -> (label, route, context): the
+        # objects are kept so their ids cannot be reused while the entry lives.
+        self._labels: dict[tuple[int, str, int], tuple[str, Any, Any]] = {}
+        self._routes: set[str] = set()
 
-    def begin(self, scope: MutableMapping[str, Any]) -> RequestInfo:
-        """Record a request arriving; returns its record (and sets :data:`current_request`)."""
+    def begin(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> RequestInfo:
+        """Record a request arriving; returns its record (and sets :data:`current_request`).
+
+        Hand the application the record's :meth:`~RequestInfo.receive` and
+        :meth:`~RequestInfo.send`, so that the tally sees the status and a client leaving.
+        """
         request_id = _request_id(scope) or str(next(_ids))
         task = asyncio.current_task()
         info = RequestInfo(
@@ -92,6 +247,8 @@ class RequestTracker:
             time.monotonic(),
             scope,
             id(task) if task is not None else 0,
+            receive,
+            send,
         )
         self._active[id(info)] = info
         if task is not None:
@@ -100,10 +257,68 @@ class RequestTracker:
         return info
 
     def end(self, info: RequestInfo) -> None:
-        """Record a request leaving."""
+        """Record a request leaving, and count it by route template, method and status."""
+        duration = time.monotonic() - info.started
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
+        route = self._label(info.scope)
+        method = info.method if info.method in METHODS else "OTHER"
+        # A client that left before the response started never saw it (nginx's 499);
+        # with no response started the server answers 500 itself.
+        status = CLIENT_CLOSED if info.left_unanswered else (info.status or 500)
+        key = (route, method, status)
+        row = self._served.get(key)
+        if row is None:
+            row = self._served[key] = [0] * (len(DURATION_BUCKETS) + 2)
+        row[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        row[-1] += duration
+        if info.disconnected:
+            pair = (route, method)
+            self._disconnects[pair] = self._disconnects.get(pair, 0) + 1
+        if info.deadline_exceeded:
+            pair = (route, method)
+            self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
+
+    def _label(self, scope: MutableMapping[str, Any]) -> str:
+        route = scope.get("route")
+        if route is None and "app_root_path" not in scope:
+            return UNMATCHED
+        fastapi_scope = scope.get("fastapi")
+        context = (
+            fastapi_scope.get("effective_route_context")
+            if isinstance(fastapi_scope, dict)
+            else None
+        )
+        key = (id(route), scope.get("root_path") or "", id(context))
+        cached = self._labels.get(key)
+        if cached is not None:
+            return cached[0]
+        label = route_template(scope) or UNMATCHED
+        if label not in self._routes:
+            if len(self._routes) >= MAX_ROUTES:
+                label = OTHER_ROUTE
+            self._routes.add(label)
+        if len(self._labels) >= _LABEL_CACHE_SIZE:
+            self._labels.clear()  # mounts with parameters make root paths unbounded
+        self._labels[key] = (label, route, context)
+        return label
+
+    def served(self) -> list[tuple[str, str, int, list[float]]]:
+        """A copy of the tally: ``(route, method, status, row)`` for each combination seen.
+
+        ``row`` holds the count in each bucket of :data:`DURATION_BUCKETS`, then ``+Inf``
+        (not cumulative), then the sum of the durations in seconds.
+        """
+        return [(r, m, s, list(row)) for (r, m, s), row in list(self._served.items())]
+
+    def disconnects(self) -> dict[tuple[str, str], int]:
+        """Requests whose client left before the response was complete, by route and method."""
+        return dict(self._disconnects)
+
+    def deadlines_exceeded(self) -> dict[tuple[str, str], int]:
+        """Requests answered with the deadline's 504, by route and method."""
+        return dict(self._deadlines)
 
     def in_flight(self) -> list[RequestInfo]:
         """Every request in flight, oldest first (safe from any thread)."""

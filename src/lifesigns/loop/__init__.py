@@ -146,7 +146,10 @@ class LoopWatch:
         self.heartbeat = Heartbeat(interval, late_after=threshold, on_beat=self._on_beat)
         self.limiter = LimiterWatch(settings.limiter_threshold, self.reporter.put, host.requests)
         self.census = TaskCensus(
-            self.reporter.put, interval=settings.census_interval, requests=host.requests
+            self.reporter.put,
+            interval=settings.census_interval,
+            requests=host.requests,
+            classifier=host.frames,
         )
         self.census.listeners.append(self.metrics.on_census)
         self.watchdog = Watchdog(
@@ -157,6 +160,7 @@ class LoopWatch:
             gc_clock=self.gc_clock,
             requests=host.requests,
             ticks=[self.limiter.tick],
+            classifier=host.frames,
         )
         self.metrics.bind(self.heartbeat.age, self.limiter.stats)
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -30,8 +30,9 @@ from dataclasses import dataclass, field
 from types import CodeType, FrameType
 from typing import TYPE_CHECKING, Any
 
+from .._frames import FrameClassifier, FrameKind, Wait, default_classifier, short_path
+from .._frames import await_chain as _await_chain
 from .report import Notice
-from .stacks import is_library, short_path
 
 if TYPE_CHECKING:
     from ..host import RequestsView  # a protocol: the edge's RequestTracker is one
@@ -41,21 +42,25 @@ Site = tuple[str, int, str]
 
 _MAX_WALK = 32
 _ASYNCIO_DIR = f"{asyncio.__path__[0]}/"
+_APPLICATION = FrameKind.APPLICATION
 
 
-def creator_site(depth: int = 2) -> Site | None:
+def creator_site(depth: int = 2, classifier: FrameClassifier | None = None) -> Site | None:
     """The innermost application frame above the caller (else the first outside asyncio)."""
     try:
         frame: FrameType | None = sys._getframe(depth)
     except ValueError:
         return None
+    classifier = classifier or default_classifier()
+    kinds = classifier.kinds
+    kind_of = classifier.kind
     fallback: Site | None = None
     for _ in range(_MAX_WALK):
         if frame is None:
             break
         code = frame.f_code
         filename = code.co_filename
-        if not is_library(filename):
+        if (kinds.get(filename) or kind_of(filename)) is _APPLICATION:
             return (filename, frame.f_lineno or 0, code.co_name)
         if fallback is None and not filename.startswith(_ASYNCIO_DIR):
             fallback = (filename, frame.f_lineno or 0, code.co_name)
@@ -79,39 +84,17 @@ def coroutine_of(task: asyncio.Task[Any]) -> tuple[str, str]:
 
 def await_chain(task: asyncio.Task[Any], limit: int = 24) -> list[str]:
     """Where the task waits: its coroutine, then what that awaits, innermost last."""
-    chain: list[str] = []
-    obj: Any = task.get_coro()
-    for _ in range(limit):
-        if obj is None:
-            break
-        frame = getattr(obj, "cr_frame", None) or getattr(obj, "gi_frame", None)
-        frame = frame or getattr(obj, "ag_frame", None)
-        code = getattr(obj, "cr_code", None) or getattr(obj, "gi_code", None)
-        code = code or getattr(obj, "ag_code", None)
-        if code is not None:
-            line = frame.f_lineno if frame is not None else code.co_firstlineno
-            name = getattr(obj, "__qualname__", code.co_name)
-            chain.append(f"{short_path(code.co_filename)}:{line} {name}")
-        elif isinstance(obj, asyncio.Task):
-            chain.append(f"task {obj.get_name()}")
-            break
-        elif isinstance(obj, asyncio.Future):
-            chain.append("future (pending)" if not obj.done() else "future (done)")
-            break
-        else:
-            chain.append(type(obj).__qualname__)
-            break
-        nxt = getattr(obj, "cr_await", None)
-        if nxt is None:
-            nxt = getattr(obj, "gi_yieldfrom", None) or getattr(obj, "ag_await", None)
-        obj = nxt
-    return chain
+    return [
+        link.what if isinstance(link, Wait) else link.site
+        for link in _await_chain(task, limit=limit)
+    ]
 
 
 class CreationSites:
     """A task factory that remembers where and when each task was created."""
 
-    def __init__(self) -> None:
+    def __init__(self, classifier: FrameClassifier | None = None) -> None:
+        self.classifier = classifier or default_classifier()
         self.sites: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[Site | None, float]] = (
             weakref.WeakKeyDictionary()
         )
@@ -123,6 +106,7 @@ class CreationSites:
         """Install the factory on ``loop``, wrapping any factory already there."""
         previous = loop.get_task_factory()
         sites = self.sites
+        classifier = self.classifier
 
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
             if previous is not None:
@@ -131,7 +115,7 @@ class CreationSites:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
             # A factory may return something that cannot be weakly referenced.
             with contextlib.suppress(TypeError):
-                sites[task] = (creator_site(), time.monotonic())  # type: ignore[index]
+                sites[task] = (creator_site(2, classifier), time.monotonic())  # type: ignore[index]
             return task
 
         loop.set_task_factory(factory)
@@ -192,6 +176,7 @@ class TaskCensus:
         min_growth: int = 100,
         top: int = 50,
         requests: RequestsView | None = None,
+        classifier: FrameClassifier | None = None,
     ) -> None:
         self.emit = emit
         self.interval = interval
@@ -200,7 +185,7 @@ class TaskCensus:
         self.min_growth = min_growth
         self.top = top
         self.requests = requests
-        self.creation = CreationSites()
+        self.creation = CreationSites(classifier)
         self.listeners: list[Callable[[Snapshot], None]] = []
         self._flagged: set[str] = set()
         self._loop: asyncio.AbstractEventLoop | None = None

@@ -10,7 +10,8 @@ evidence over the stall and :func:`classify` weighs it:
 * its run-queue delay (``/proc/self/task/<tid>/schedstat``) and the cgroup's throttled
   time (``cpu.stat``): a thread that wants a CPU and gets little of one is starved, not
   guilty;
-* garbage-collection time inside the stall (``gc.callbacks``);
+* garbage-collection time inside the stall (``gc.callbacks``): a pause when one
+  collection covers most of the stall, not when busy code collects often;
 * whether the watchdog thread itself woke late while the faulthandler timer fired: then
   C code held the GIL, and only the C-level dump saw the frame;
 * stack samples: the same frames each time (stuck) or different ones (busy, moving).
@@ -159,6 +160,17 @@ class GcClock:
             self.pauses.append((now, now - self.running_since))
             self.running_since = None
 
+    def longest_between(self, start: float, end: float) -> float:
+        """The longest single collection's overlap with ``[start, end]`` (seconds)."""
+        longest = 0.0
+        for ended, duration in list(self.pauses):
+            began = ended - duration
+            longest = max(longest, min(ended, end) - max(began, start))
+        running = self.running_since
+        if running is not None:
+            longest = max(longest, end - max(running, start))
+        return max(0.0, longest)
+
     def seconds_between(self, start: float, end: float) -> float:
         """Seconds of collection that overlapped ``[start, end]``."""
         total = 0.0
@@ -183,6 +195,11 @@ class Evidence:
     watchdog_late: float = 0.0
     gil_dump: bool = False
     signatures: Sequence[object] = ()
+    span: float | None = None
+    """Seconds from the stall's start (the last beat) to the end of the window: what
+    ``gc_seconds`` is measured over, which may be longer than the CPU window ``wall``."""
+    gc_longest: float | None = None
+    """The longest single collection inside the stall (``None``: judge ``gc_seconds``)."""
 
     @classmethod
     def between(
@@ -219,15 +236,23 @@ def classify(evidence: Evidence, gil_margin: float) -> StallClass:
     e = evidence
     if e.wall <= 0:
         return StallClass.UNKNOWN
-    if e.gc_seconds >= 0.5 * e.wall:
+    # A pause is one collection that froze the loop for most of the stall, judged against
+    # the whole stall (not the shorter CPU window): the many short collections of code
+    # that allocates while it computes are that code's stall, not the collector's.
+    collected = e.gc_seconds if e.gc_longest is None else e.gc_longest
+    if collected >= 0.5 * max(e.span or 0.0, e.wall):
         return StallClass.GC_PAUSE
     ratio = e.cpu_ratio
     throttled = (e.throttled or 0.0) >= 0.5 * e.wall
+    waiting = (e.run_delay or 0.0) + (e.throttled or 0.0)
+    if waiting >= 0.7 * e.wall and ratio is not None and ratio < 0.2:
+        # Hardly on a CPU and queued for one nearly all the time: starved, even when the
+        # watchdog woke late (the starved thread held the GIL while it waited).
+        return StallClass.CPU_STARVED
     if e.gil_dump and e.watchdog_late >= gil_margin and not throttled:
         # No Python thread ran (the watchdog woke late) while the C timer could: the GIL
         # was held. A thread that also waited for a CPU still held it meanwhile.
         return StallClass.C_HOLDING_GIL
-    waiting = (e.run_delay or 0.0) + (e.throttled or 0.0)
     # Starved only when waiting for a CPU dominates and the loop thread got little of one:
     # code that ran for half the stall on a busy machine is still the code's stall.
     if throttled or (waiting >= 0.5 * e.wall and (ratio is None or ratio < 0.35)):

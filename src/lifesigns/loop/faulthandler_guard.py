@@ -30,7 +30,8 @@ import sys
 import tempfile
 from typing import IO
 
-from .stacks import Frame, Stack, is_library
+from .._frames import Frame, default_classifier
+from .stacks import Stack
 
 _THREAD = re.compile(r"^(?:Current thread|Thread) (0x[0-9a-fA-F]+)")
 _FRAME = re.compile(r'^\s+File "(.*)", line (\d+|\?\?\?) in (.*)$')
@@ -52,7 +53,7 @@ def parse_dump(text: str) -> dict[int, Stack]:
         if frame and current is not None:
             filename, lineno, name = frame.groups()
             number = int(lineno) if lineno.isdigit() else 0
-            current.append(Frame(filename, number, name, not is_library(filename)))
+            current.append(default_classifier().frame(filename, number, name))
     return {tid: tuple(frames) for tid, frames in stacks.items()}
 
 

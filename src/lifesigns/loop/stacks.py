@@ -1,43 +1,42 @@
-"""Cheap stack capture: ``(filename, lineno, name)`` tuples, application frames marked.
+"""Cheap stack capture of a thread (the loop's, a worker's): classified frames.
 
-Capturing walks ``f_back`` and copies three attributes per frame; it reads no source
-and keeps no frame (frames pin their locals and can make cycles). Everything costly,
-reading source lines and shortening paths, happens later in :func:`describe_frame` on
-a thread that is allowed to be slow.
+Capturing walks ``f_back`` and copies three attributes per frame plus a cached
+classification; it reads no source and keeps no frame (frames pin their locals and can
+make cycles). Everything costly, reading source lines and shortening paths, happens
+later in :func:`describe_stack` and :func:`call_at` on a thread that is allowed to be slow.
 
-A frame is *library* code when its file lies in site-packages or dist-packages, in the
-standard library, in lifesigns itself, or is frozen or generated (``<frozen ...>``);
-everything else is the application's.
+Frames, their kinds and their short paths are :mod:`lifesigns._frames`'.
 """
 
 from __future__ import annotations
 
-import functools
 import linecache
-import os
 import re
 import sys
-import sysconfig
 from collections.abc import Iterable
 from types import CodeType, FrameType
 from typing import NamedTuple
 
+from .._frames import Frame, FrameClassifier, FrameKind, default_classifier, short_path
+
+__all__ = [
+    "MAX_DEPTH",
+    "Blocker",
+    "Frame",
+    "Stack",
+    "all_stacks",
+    "capture",
+    "first_app_frame",
+    "is_library",
+    "short_path",
+    "signature",
+    "thread_stack",
+]
+
+_APPLICATION = FrameKind.APPLICATION
+
 MAX_DEPTH = 128
 """Deepest stack captured; deeper frames (towards the thread's start) are dropped."""
-
-
-class Frame(NamedTuple):
-    """One frame of a captured stack."""
-
-    filename: str
-    lineno: int
-    name: str
-    app: bool
-
-    @property
-    def site(self) -> str:
-        """``tests/apps/stalls.py:40 sleepy``, with the path shortened for reading."""
-        return f"{short_path(self.filename)}:{self.lineno} {self.name}"
 
 
 Stack = tuple[Frame, ...]
@@ -51,52 +50,33 @@ class Blocker(NamedTuple):
     lasti: int
 
 
-def _library_roots() -> tuple[str, ...]:
-    roots: set[str] = set()
-    paths = sysconfig.get_paths()
-    for key in ("stdlib", "platstdlib", "purelib", "platlib"):
-        if paths.get(key):
-            roots.add(os.path.realpath(paths[key]))
-    for prefix in {sys.base_prefix, sys.base_exec_prefix}:
-        roots.add(os.path.realpath(os.path.join(prefix, "lib")))
-    roots.add(os.path.dirname(os.path.dirname(os.path.realpath(__file__))))  # lifesigns
-    return tuple(sorted(r.rstrip(os.sep) + os.sep for r in roots))
+def is_library(filename: str, classifier: FrameClassifier | None = None) -> bool:
+    """Whether ``filename`` is not the application's own code (see :mod:`lifesigns._frames`)."""
+    return not (classifier or default_classifier()).is_app(filename)
 
 
-_LIBRARY_ROOTS = _library_roots()
-_PACKAGE_DIRS = (f"{os.sep}site-packages{os.sep}", f"{os.sep}dist-packages{os.sep}")
-# The demo service and incident lab ship inside lifesigns but play the application.
-_LAB_DIR = os.path.join(os.path.dirname(os.path.dirname(os.path.realpath(__file__))), "lab", "")
-
-
-@functools.lru_cache(maxsize=4096)
-def is_library(filename: str) -> bool:
-    """Whether ``filename`` is library code (not the application's own)."""
-    if filename.startswith("<"):
-        return True
-    real = os.path.realpath(filename) if os.path.isabs(filename) else filename
-    if real.startswith(_LAB_DIR):
-        return False
-    if any(part in filename for part in _PACKAGE_DIRS):
-        return True
-    return real.startswith(_LIBRARY_ROOTS)
-
-
-def capture(frame: FrameType | None, limit: int = MAX_DEPTH) -> tuple[Stack, Blocker | None]:
+def capture(
+    frame: FrameType | None,
+    limit: int = MAX_DEPTH,
+    classifier: FrameClassifier | None = None,
+) -> tuple[Stack, Blocker | None]:
     """The stack from ``frame`` outwards, innermost first, and where its first app frame stood.
 
     Safe to call on another thread's frame in a GIL build; holds no reference to any
-    frame once it returns.
+    frame once it returns. Costs a dictionary lookup per frame to classify it.
     """
+    classifier = classifier or default_classifier()
+    kinds = classifier.kinds
+    kind_of = classifier.kind
     frames: list[Frame] = []
     blocker: Blocker | None = None
     while frame is not None and len(frames) < limit:
         code = frame.f_code
         filename = code.co_filename
-        app = not is_library(filename)
-        if app and blocker is None:
+        kind = kinds.get(filename) or kind_of(filename)
+        if blocker is None and kind is _APPLICATION:
             blocker = Blocker(code, frame.f_lasti)
-        frames.append(Frame(filename, frame.f_lineno or 0, code.co_name, app))
+        frames.append(Frame(filename, frame.f_lineno or 0, code.co_name, kind))
         frame = frame.f_back
     del frame
     return tuple(frames), blocker
@@ -109,24 +89,28 @@ def _frames_readable() -> bool:
     return gil_enabled is None or bool(gil_enabled())
 
 
-def thread_stack(thread_id: int, limit: int = MAX_DEPTH) -> tuple[Stack, Blocker | None]:
+def thread_stack(
+    thread_id: int, limit: int = MAX_DEPTH, classifier: FrameClassifier | None = None
+) -> tuple[Stack, Blocker | None]:
     """The current stack of thread ``thread_id`` (empty when unknown or unreadable)."""
     if not _frames_readable():
         return (), None
     frame = sys._current_frames().get(thread_id)
     try:
-        return capture(frame, limit)
+        return capture(frame, limit, classifier)
     finally:
         del frame
 
 
-def all_stacks(limit: int = MAX_DEPTH) -> dict[int, Stack]:
+def all_stacks(
+    limit: int = MAX_DEPTH, classifier: FrameClassifier | None = None
+) -> dict[int, Stack]:
     """Every thread's current stack, by thread id."""
     if not _frames_readable():
         return {}
     frames = sys._current_frames()
     try:
-        return {tid: capture(frame, limit)[0] for tid, frame in frames.items()}
+        return {tid: capture(frame, limit, classifier)[0] for tid, frame in frames.items()}
     finally:
         frames.clear()
 
@@ -142,23 +126,6 @@ def signature(stack: Stack) -> tuple[tuple[str, str], ...]:
 
 
 # -- formatting: slow, never on the watchdog thread ----------------------------------
-
-
-@functools.lru_cache(maxsize=4096)
-def short_path(filename: str) -> str:
-    """``filename`` relative to the working directory, a package root or ``sys.path``."""
-    for marker in _PACKAGE_DIRS:
-        at = filename.rfind(marker)
-        if at >= 0:
-            return filename[at + len(marker) :]
-    bases = [os.getcwd(), *(p for p in sys.path if p and os.path.isabs(p))]
-    bases.extend(r.rstrip(os.sep) for r in _LIBRARY_ROOTS)
-    best = filename
-    for base in bases:
-        prefix = base.rstrip(os.sep) + os.sep
-        if filename.startswith(prefix) and len(filename) - len(prefix) < len(best):
-            best = filename[len(prefix) :]
-    return best
 
 
 def call_at(code: CodeType, lasti: int) -> str | None:

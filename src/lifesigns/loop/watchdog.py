@@ -25,6 +25,7 @@ from collections.abc import Callable
 from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
+from .._frames import FrameClassifier
 from .classify import CpuMeter, CpuSample, Evidence, GcClock, StallClass, classify
 from .faulthandler_guard import GilGuard
 from .heartbeat import Heartbeat
@@ -61,8 +62,10 @@ class Watchdog:
         ticks: list[Tick] | None = None,
         max_samples: int = 12,
         max_interval: float = 30.0,
+        classifier: FrameClassifier | None = None,
     ) -> None:
         self.heartbeat = heartbeat
+        self.classifier = classifier
         self.threshold = threshold
         self.emit = emit
         self.gil_guard = gil_guard
@@ -143,8 +146,13 @@ class Watchdog:
 
     def _begin(self, last: float, now: float, late: float, baseline: CpuSample) -> StallReport:
         assert self._meter is not None
+        # A collection holds the GIL too: lateness it explains says nothing of C code. A
+        # long one is the stall itself (the C dump saw where); short ones inside busy
+        # Python leave the Python path to see the frame.
+        gc_pause = self._gc_longest(last, now) >= 0.5 * (now - last)
+        woke_late, late = late, max(0.0, late - self._gc(now - late, now))
         gil_stacks = None
-        if late < self.gil_margin and self.gil_guard is not None:
+        if late < self.gil_margin and not gc_pause and self.gil_guard is not None:
             self.gil_guard.disarm()  # we can run: the Python path sees the frame
         elif self.gil_guard is not None:
             gil_stacks = self.gil_guard.take()
@@ -157,13 +165,13 @@ class Watchdog:
         for i in range(_QUICK_SAMPLES):
             if i and (self._stop.wait(_QUICK_GAP) or self.heartbeat.last != last):
                 break
-            stack, blocker = thread_stack(self.heartbeat.thread_id)
+            stack, blocker = thread_stack(self.heartbeat.thread_id, classifier=self.classifier)
             if gil_stacks is None or not samples:
                 samples.append(StallSample(time.monotonic(), stack, blocker))
         after = self._meter.sample()
         # Measure CPU inside the stall when we can; when we woke late (the GIL was held)
         # the stall is over by now and only the window since the last healthy look holds it.
-        inside = self.heartbeat.last == last and late < self.gil_margin
+        inside = self.heartbeat.last == last and woke_late < self.gil_margin
         start = first_cpu if inside and after.at - first_cpu.at > 0.005 else baseline
         task, request = self._attribution()
         evidence = self._evidence(start, after, last, late, gil_stacks, samples)
@@ -187,7 +195,7 @@ class Watchdog:
             stall_class=classify(evidence, self.gil_margin),
             request=request,
             task=task,
-            late=late >= self.gil_margin and gil_stacks is not None,
+            late=woke_late >= self.gil_margin and gil_stacks is not None,
         )
         self._evidence_start = start
         self._late = late
@@ -203,7 +211,7 @@ class Watchdog:
 
     def _resample(self, stall: StallReport, now: float) -> None:
         assert self._meter is not None
-        stack, blocker = thread_stack(self.heartbeat.thread_id)
+        stack, blocker = thread_stack(self.heartbeat.thread_id, classifier=self.classifier)
         if self.heartbeat.last != stall.began:
             return  # the loop moved on while we looked: the sample would mislead
         report = stall.with_sample(StallSample(now, stack, blocker), self.max_samples)
@@ -229,7 +237,9 @@ class Watchdog:
         evidence = Evidence.between(
             self._evidence_start or now_cpu,
             now_cpu,
+            span=now_cpu.at - report.began,
             gc_seconds=self._gc(report.began, now_cpu.at),
+            gc_longest=self._gc_longest(report.began, now_cpu.at),
             watchdog_late=self._late,
             gil_dump=self._gil,
             signatures=[signature(s) for s in sigs],
@@ -249,15 +259,13 @@ class Watchdog:
             samples: tuple[StallSample, ...] = ()
             if stack:
                 samples = (StallSample(began + self.threshold, stack, None, "faulthandler"),)
-            stall_class = (
-                StallClass.C_HOLDING_GIL
-                if stack or late >= self.gil_margin
-                else (
-                    StallClass.GC_PAUSE
-                    if self._gc(began, beat) >= 0.5 * gap
-                    else StallClass.UNKNOWN
-                )
-            )
+            # The collector holds the GIL too: its own clock tells a GC pause apart.
+            if self._gc_longest(began, beat) >= 0.5 * gap:
+                stall_class = StallClass.GC_PAUSE
+            elif stack or late >= self.gil_margin:
+                stall_class = StallClass.C_HOLDING_GIL
+            else:
+                stall_class = StallClass.UNKNOWN
             report = StallReport(
                 number=next(self._numbers),
                 began=began,
@@ -278,6 +286,9 @@ class Watchdog:
     def _gc(self, start: float, end: float) -> float:
         return 0.0 if self.gc_clock is None else self.gc_clock.seconds_between(start, end)
 
+    def _gc_longest(self, start: float, end: float) -> float:
+        return 0.0 if self.gc_clock is None else self.gc_clock.longest_between(start, end)
+
     def _evidence(
         self,
         before: CpuSample,
@@ -290,7 +301,9 @@ class Watchdog:
         return Evidence.between(
             before,
             after,
+            span=after.at - began,
             gc_seconds=self._gc(began, after.at),
+            gc_longest=self._gc_longest(began, after.at),
             watchdog_late=late,
             gil_dump=gil_stacks is not None,
             signatures=[signature(s.stack) for s in samples if s.source == "watchdog"],

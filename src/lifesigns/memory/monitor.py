@@ -133,7 +133,7 @@ class MemoryMonitor:
                 "tracemalloc over %.1f s: +%.0f KiB still alive; grew most at %s",
                 report.seconds,
                 report.total_growth / 1024,
-                f"{top.filename}:{top.lineno} (+{top.size_diff / 1024:.0f} KiB): {top.source}"
+                f"{top.where} (+{top.size_diff / 1024:.0f} KiB): {top.source}"
                 if top
                 else "(nothing grew)",
             )

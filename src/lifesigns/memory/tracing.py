@@ -17,6 +17,8 @@ import tracemalloc
 from dataclasses import dataclass, field
 from typing import Any
 
+from .._frames import short_path
+
 _IGNORED = (
     tracemalloc.__file__,
     "<frozen importlib._bootstrap>",
@@ -41,10 +43,15 @@ class GrowingLine:
         """The line's source text, stripped."""
         return linecache.getline(self.filename, self.lineno).strip()
 
+    @property
+    def where(self) -> str:
+        """``app/cache.py:42``, the path as :func:`lifesigns._frames.short_path` prints it."""
+        return f"{short_path(self.filename)}:{self.lineno}"
+
     def as_dict(self) -> dict[str, Any]:
         """JSON-ready, with sizes in KiB."""
         return {
-            "where": f"{self.filename}:{self.lineno}",
+            "where": self.where,
             "source": self.source,
             "grew_kib": round(self.size_diff / 1024, 1),
             "new_blocks": self.count_diff,

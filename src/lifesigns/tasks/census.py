@@ -4,7 +4,8 @@ Seed 001's service created ``asyncio.create_task(self._periodic_cleanup())`` at 
 time: a ``while True`` loop nobody owned, awaited, timed or cancelled. At the start of
 the lifespan this finds such tasks:
 
-* tasks on the running loop that are not the server's, the framework's or lifesigns' own;
+* tasks on the running loop whose coroutine is not the server's, the framework's, the
+  standard library's or lifesigns' own (:meth:`lifesigns._frames.FrameClassifier.rank`);
 * tasks still pending on *another* loop (``asyncio.get_event_loop().create_task(...)`` at
   import time, before the server created its loop): they will never run at all.
 """
@@ -12,39 +13,12 @@ the lifespan this finds such tasks:
 from __future__ import annotations
 
 import asyncio
-import functools
-import importlib.util
-import os
 from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import Any
 
+from .._frames import SKIP, FrameClassifier, default_classifier
 from .stack import StackLine
-
-_OWNER_PACKAGES = (
-    "uvicorn",
-    "uvicorn_worker",
-    "gunicorn",
-    "hypercorn",
-    "starlette",
-    "fastapi",
-    "anyio",
-    "lifesigns",
-)
-
-
-@functools.cache
-def _owner_dirs() -> tuple[str, ...]:
-    """Directories of the packages whose tasks are not the application's."""
-    dirs = []
-    for name in _OWNER_PACKAGES:
-        try:
-            spec = importlib.util.find_spec(name)
-        except (ImportError, ValueError):
-            continue
-        for location in (spec.submodule_search_locations or []) if spec else []:
-            dirs.append(os.path.join(os.path.realpath(location), ""))
-    return tuple(dirs)
 
 
 @dataclass(frozen=True)
@@ -80,28 +54,29 @@ def _every_task() -> Iterable[asyncio.Task[Any]]:
     return []
 
 
-def _frame_of(task: asyncio.Task[Any]) -> StackLine | None:
+def _frame_of(task: asyncio.Task[Any], classifier: FrameClassifier) -> StackLine | None:
     coro: Any = task.get_coro()
     frame = getattr(coro, "cr_frame", None) or getattr(coro, "gi_frame", None)
     if frame is not None:
-        return StackLine(frame.f_code.co_filename, frame.f_lineno, frame.f_code.co_name)
+        code = frame.f_code
+        return classifier.frame(code.co_filename, frame.f_lineno or 0, code.co_name)
     code = getattr(coro, "cr_code", None) or getattr(coro, "gi_code", None)
     if code is not None:
-        return StackLine(code.co_filename, code.co_firstlineno, code.co_name)
+        return classifier.frame(code.co_filename, code.co_firstlineno, code.co_name)
     return None
 
 
-def _owned(where: StackLine | None, task: asyncio.Task[Any]) -> bool:
+def _owned(where: StackLine | None, task: asyncio.Task[Any], classifier: FrameClassifier) -> bool:
     if task.get_name().startswith("lifesigns"):
         return True
-    if where is None:
-        return False
-    filename = os.path.realpath(where.filename)
-    return filename.startswith(_owner_dirs())
+    return where is not None and classifier.rank(where.filename) == SKIP
 
 
-def stray_tasks(ignore: Iterable[asyncio.Task[Any]] = ()) -> list[StrayTask]:
+def stray_tasks(
+    ignore: Iterable[asyncio.Task[Any]] = (), classifier: FrameClassifier | None = None
+) -> list[StrayTask]:
     """Tasks not owned by the server, the framework or lifesigns; call it on the loop."""
+    classifier = classifier or default_classifier()
     loop = asyncio.get_running_loop()
     skip = {id(t) for t in ignore}
     current = asyncio.current_task()
@@ -111,8 +86,8 @@ def stray_tasks(ignore: Iterable[asyncio.Task[Any]] = ()) -> list[StrayTask]:
     for task in _every_task():
         if id(task) in skip or task.done():
             continue
-        where = _frame_of(task)
-        if _owned(where, task):
+        where = _frame_of(task, classifier)
+        if _owned(where, task, classifier):
             continue
         coro: Any = task.get_coro()
         qualname = getattr(coro, "__qualname__", None) or type(coro).__name__

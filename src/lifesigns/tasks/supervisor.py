@@ -207,7 +207,7 @@ class Supervisor:
     async def start(self) -> None:
         """Warn about stray tasks, then start one runner per registered task."""
         self._started = True
-        self._strays = stray_tasks()
+        self._strays = stray_tasks(classifier=self.host.frames)
         self.metrics.unsupervised.set(len(self._strays))
         for stray in self._strays:
             logger.warning(
