@@ -19,39 +19,50 @@ import re
 import shutil
 import subprocess
 import sys
-import sysconfig
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from .._frames import FrameClassifier, inferred_app_packages
+from .._frames import short_path as _short_path
+
 __all__ = ["Frame", "Sample", "ThreadStack", "is_application_frame", "py_spy", "sample"]
 
-_STDLIB = tuple(
-    {
-        str(Path(p).resolve())
-        for p in (sysconfig.get_path("stdlib"), sysconfig.get_path("platstdlib"))
-    }
-)
+_classifier: FrameClassifier | None = None
+
+
+def use_classifier(classifier: FrameClassifier) -> None:
+    """Judge frames with ``classifier`` from now on (the agent builds one for its server)."""
+    global _classifier
+    _classifier = classifier
+    is_application_frame.cache_clear()
+
+
+def classifier_for(command: Sequence[str]) -> FrameClassifier:
+    """The shared classifier, told which package ``command`` serves (``uvicorn app.main:app``).
+
+    The agent's own ``__main__`` is not the server's, so it is left out.
+    """
+    return FrameClassifier(inferred=inferred_app_packages(command, main=object()))
 
 
 @functools.lru_cache(maxsize=4096)
 def is_application_frame(filename: str) -> bool:
     """Whether a frame's file is the application's own code.
 
-    Not: site-packages or dist-packages, the standard library, lifesigns itself,
-    ``<frozen ...>`` and other pseudo-files, native libraries. One function, so that the
-    shared frame classifier can replace it. Cached: a sample has hundreds of frames, and
-    resolving each path holds the agent's GIL while its side port wants it.
+    :mod:`lifesigns._frames` decides (not site-packages, the standard library, lifesigns,
+    launchers or CLI frameworks; ``LIFESIGNS_APP_PACKAGES`` when set); native libraries
+    and pseudo-files never are. Cached: a sample has hundreds of frames, and the agent's
+    side port wants the GIL meanwhile.
     """
     if not filename or filename.startswith("<") or not filename.endswith(".py"):
         return False
-    if "site-packages" in filename or "dist-packages" in filename:
-        return False
-    if f"{os.sep}lifesigns{os.sep}" in filename:
-        return False
-    resolved = filename if not os.path.isabs(filename) else os.path.realpath(filename)
-    return not resolved.startswith(_STDLIB)
+    global _classifier
+    if _classifier is None:
+        _classifier = FrameClassifier(inferred=())
+    return _classifier.is_app(filename)
 
 
 @dataclass(frozen=True, slots=True)
@@ -146,18 +157,8 @@ class Sample:
 
 @functools.lru_cache(maxsize=4096)
 def short_path(filename: str) -> str:
-    """A path relative to the working directory, or from ``site-packages`` on."""
-    cwd = os.getcwd() + os.sep
-    if filename.startswith(cwd):
-        return filename[len(cwd) :]
-    for marker in ("site-packages" + os.sep, "dist-packages" + os.sep):
-        at = filename.find(marker)
-        if at >= 0:
-            return filename[at + len(marker) :]
-    for root in _STDLIB:
-        if filename.startswith(root + os.sep):
-            return filename[len(root) + 1 :]
-    return filename
+    """The path as :mod:`lifesigns._frames` prints it (cached)."""
+    return _short_path(filename)
 
 
 @functools.cache

@@ -31,7 +31,7 @@ import logging
 import os
 import threading
 import time
-from collections.abc import Callable, MutableMapping
+from collections.abc import Callable
 from pathlib import Path
 from typing import IO, TYPE_CHECKING, Any
 
@@ -192,17 +192,18 @@ class AgentLink:
         if begin is None or end is None:
             return
 
-        def begin_and_publish(scope: MutableMapping[str, Any]) -> Any:
-            info = begin(scope)
+        def begin_and_publish(*args: Any, **kwargs: Any) -> Any:
+            info = begin(*args, **kwargs)
             self._request = info
             if self.slot is not None:
                 self._publish_state()
             return info
 
-        def end_and_publish(info: Any) -> None:
-            end(info)
+        def end_and_publish(info: Any, *args: Any, **kwargs: Any) -> Any:
+            ended = end(info, *args, **kwargs)
             if self._request is info:
                 self._request = None
+            return ended
 
         tracker.begin = begin_and_publish
         tracker.end = end_and_publish

@@ -131,6 +131,7 @@ def _pick(
 def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> int:
     from .. import _logging
     from .._secrets import SecretRedactor
+    from ..agent import sampler
     from ..agent.incidents import IncidentWriter
     from ..agent.monitor import AgentSettings, LogRing, Monitor
     from ..agent.process import ServerProcess, exit_like
@@ -189,6 +190,8 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
     logger.addHandler(to_stderr)
     logger.addHandler(ring)
 
+    # Which package the server serves (uvicorn app.main:app) is the application's.
+    sampler.use_classifier(sampler.classifier_for(command))
     shm = Path("/dev/shm")  # noqa: S108 -- tmpfs: the slots stay in memory; mkdtemp is private
     runtime = Path(
         tempfile.mkdtemp(
