@@ -117,7 +117,8 @@ def test_a_reader_never_sees_half_of_one_request_and_half_of_another(tmp_path):
         import sys, time
         from lifesigns.agent.slots import SlotTable
         slot = SlotTable.open(sys.argv[1]).take()
-        print(slot.index, flush=True)
+        slot.publish(phase="ready", ready=True, request="B" * 120, request_ns=0)
+        print(slot.index, flush=True)  # only now may the reader look
         n = 0
         while True:
             n += 1

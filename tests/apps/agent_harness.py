@@ -11,6 +11,7 @@ from __future__ import annotations
 import contextlib
 import os
 import re
+import shutil
 import signal
 import subprocess
 import sys
@@ -230,6 +231,7 @@ class AgentRun:
         for pid in self.seen_pids:
             with contextlib.suppress(ProcessLookupError, PermissionError):
                 os.kill(pid, signal.SIGKILL)
+        shutil.rmtree(self.incident_dir, ignore_errors=True)  # the log file stays
         return process.returncode
 
     def __enter__(self) -> Self:
