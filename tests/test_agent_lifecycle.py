@@ -199,6 +199,13 @@ def test_a_bad_option_is_named_with_what_is_allowed():
     )
     assert done.returncode == 2
     assert "LIFESIGNS_MAX_RESTARTS='many' is not an integer" in done.stderr
+    done = subprocess.run(
+        [sys.executable, "-m", "lifesigns", "run", "--port", "0", "--", "no-such-server-here"],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 127 and "cannot start 'no-such-server-here'" in done.stderr
 
 
 def test_one_scrape_has_every_workers_metrics_labelled_by_slot():

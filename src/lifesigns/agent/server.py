@@ -296,9 +296,10 @@ class SidePortServer:
     def stop(self) -> None:
         """Stop serving and close the socket (about a second at most)."""
         server, self._server = self._server, None
+        thread, self._thread = self._thread, None
         if server is not None:
-            server.shutdown()
+            if thread is not None:  # shutdown() waits for serve_forever: only if it runs
+                server.shutdown()
             server.server_close()
-        if self._thread is not None:
-            self._thread.join(1.0)
-            self._thread = None
+        if thread is not None:
+            thread.join(1.0)
