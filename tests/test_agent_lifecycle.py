@@ -260,3 +260,29 @@ def test_a_server_without_a_supervisor_is_never_killed_and_fails_liveness_instea
         assert alive(worker["pid"])
         # Once it beats again, the service is alive again.
         poll(lambda: agent.get("/livez", token=False).status_code == 200, 15, "alive again")
+
+
+def test_the_agent_exits_with_the_servers_code_and_names_a_taken_port():
+    import socket
+    import subprocess
+
+    quick = [sys.executable, "-c", "raise SystemExit(3)"]
+    done = subprocess.run(
+        [sys.executable, "-m", "lifesigns", "run", "--port", "0", "--", *quick],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert done.returncode == 3 and "the server exited with 3" in done.stderr
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        port = taken.getsockname()[1]
+        done = subprocess.run(
+            [sys.executable, "-m", "lifesigns", "run", "--port", str(port), "--", *quick],
+            capture_output=True,
+            text=True,
+            timeout=30,
+        )
+    assert done.returncode == 2
+    assert f"cannot bind the side port 127.0.0.1:{port}" in done.stderr
