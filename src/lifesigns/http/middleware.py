@@ -92,6 +92,9 @@ class LifesignsMiddleware:
         info = self.requests.begin(scope, receive, send)
         try:
             await self.app(scope, info.receive, info.send)
+        except BaseException as exc:
+            info.error = type(exc).__name__  # what ended it, for what outlives it
+            raise
         finally:
             self.requests.end(info)
 

@@ -80,6 +80,11 @@ class RequestInfo:
     """Whether the client went away before the response started (counted as 499)."""
     deadline_exceeded: bool = False
     """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+    error: str | None = field(default=None, repr=False)
+    """The type of the exception that escaped the application, if one did."""
+    ended: float | None = field(default=None, repr=False)
+    """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
+    is judged against this."""
 
     @property
     def route(self) -> str:
@@ -258,7 +263,8 @@ class RequestTracker:
 
     def end(self, info: RequestInfo) -> None:
         """Record a request leaving, and count it by route template, method and status."""
-        duration = time.monotonic() - info.started
+        now = time.monotonic()
+        duration = now - info.started
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
@@ -279,6 +285,7 @@ class RequestTracker:
         if info.deadline_exceeded:
             pair = (route, method)
             self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
+        info.ended = now
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
         route = scope.get("route")
@@ -326,6 +333,10 @@ class RequestTracker:
 
     def __len__(self) -> int:
         return len(self._active)
+
+    def current(self) -> RequestInfo | None:
+        """The request the calling code serves, in any thread it runs in (or ``None``)."""
+        return current_request.get()
 
     def for_task(self, task: asyncio.Task[Any] | None) -> RequestInfo | None:
         """The request ``task`` serves, if it is one still in flight."""

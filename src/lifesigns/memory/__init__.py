@@ -34,6 +34,7 @@ def attach(
     window: float | object = UNSET,
     threshold: float | object = UNSET,
     trace_seconds: float | object = UNSET,
+    trace_every: float | object = UNSET,
 ) -> MemoryMonitor:
     """Give ``owner`` (a ``Host`` or a ``Lifesigns``) a memory monitor; before the lifespan.
 
@@ -41,7 +42,8 @@ def attach(
     table (so ``LIFESIGNS_MEMORY_INTERVAL`` and so on): ``interval`` seconds between
     samples (10), ``window`` seconds the slope is fitted over (600), ``threshold`` MB/min
     of steady RSS growth that makes a leak suspected (1), ``trace_seconds`` of the
-    on-demand tracemalloc box (30). Attaching again with the same settings returns the
+    tracemalloc box (30), ``trace_every`` seconds between two boxes opened unasked on
+    leak suspicion (900). Attaching again with the same settings returns the
     same monitor (``Lifesigns()`` attaches one unless ``memory=False``); with others it
     raises :class:`~lifesigns.errors.ConfigError` naming both.
     """
@@ -51,7 +53,14 @@ def attach(
         memory_window=window,
         memory_threshold=threshold,
         memory_trace_seconds=trace_seconds,
-    ).pick("memory_interval", "memory_window", "memory_threshold", "memory_trace_seconds")
+        memory_trace_every=trace_every,
+    ).pick(
+        "memory_interval",
+        "memory_window",
+        "memory_threshold",
+        "memory_trace_seconds",
+        "memory_trace_every",
+    )
 
     def build() -> MemoryMonitor:
         monitor = MemoryMonitor(
@@ -60,6 +69,8 @@ def attach(
             window=settings["memory_window"],
             threshold=settings["memory_threshold"],
             trace_seconds=settings["memory_trace_seconds"],
+            trace_every=settings["memory_trace_every"],
+            is_app_file=host.frames.is_app,
         )
         host.add_component(monitor)
         host.add_check(

@@ -14,6 +14,7 @@ import linecache
 import threading
 import time
 import tracemalloc
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -84,9 +85,10 @@ class TraceReport:
 class Tracing:
     """One tracemalloc box at a time; thread-safe (dumps run on any thread)."""
 
-    def __init__(self, seconds: float, top: int = 10) -> None:
+    def __init__(self, seconds: float, top: int = 10, frames: int = 8) -> None:
         self.seconds = seconds
         self.top = top
+        self.frames = frames
         self._lock = threading.Lock()
         self._began: float | None = None
         self._started_tracing = False
@@ -99,6 +101,20 @@ class Tracing:
         """``time.monotonic()`` at which the running box ends, or ``None``."""
         began = self._began
         return None if began is None else began + self.seconds
+
+    @property
+    def running(self) -> bool:
+        """Whether a box is open."""
+        return self._began is not None
+
+    def begin(self) -> bool:
+        """Open a box now (unasked: on leak suspicion); ``False`` if one is already open."""
+        with self._lock:
+            if self._began is not None:
+                return False
+            self._begin()
+            self._delivered = True
+        return True
 
     def request(self) -> dict[str, Any]:
         """Serve the on-demand dump: start a box, report progress, or hand over the result.
@@ -124,15 +140,16 @@ class Tracing:
     def _begin(self) -> None:
         self._started_tracing = not tracemalloc.is_tracing()
         if self._started_tracing:
-            tracemalloc.start(1)
+            tracemalloc.start(self.frames)
         self._baseline = tracemalloc.take_snapshot()
         self._began = time.monotonic()
 
-    def finish(self) -> TraceReport | None:
+    def finish(self, while_tracing: Callable[[], object] | None = None) -> TraceReport | None:
         """End the running box if it is due: compare, stop tracing, keep the report.
 
-        The snapshot and comparison run outside the lock, so a dump asking meanwhile
-        gets "tracing" at once instead of waiting.
+        ``while_tracing`` runs after the last snapshot and before tracing stops, so it may
+        ask tracemalloc where live objects were allocated. The snapshot and comparison
+        run outside the lock, so a dump asking meanwhile gets "tracing" at once.
         """
         with self._lock:
             began, baseline = self._began, self._baseline
@@ -141,6 +158,8 @@ class Tracing:
             self._baseline = None
         try:
             snapshot = tracemalloc.take_snapshot()
+            if while_tracing is not None:
+                while_tracing()
         finally:
             if self._started_tracing:
                 tracemalloc.stop()

@@ -1,0 +1,1 @@
+"""Application code with the five kinds of retainer, for the memory tests."""
