@@ -204,10 +204,11 @@ class Lifesigns:
         from .http import inflight
 
         host = self.host
+        watch = None
         if self.settings.watchdog:
             from . import loop
 
-            loop.attach(host)
+            watch = loop.attach(host)
         inflight.attach(host)
         drain.attach(
             host,
@@ -216,6 +217,10 @@ class Lifesigns:
         )
         if self.settings.memory:
             memory.attach(host)
+        # Under `lifesigns run` (issue 9): a heartbeat slot for the agent, which owns the side port.
+        from .agent import worker as agent_worker
+
+        agent_worker.attach(host, watch)
 
     def _tasks(self) -> Supervisor:
         from . import tasks

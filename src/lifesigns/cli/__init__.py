@@ -12,6 +12,7 @@ USAGE = """usage: lifesigns COMMAND [options]
 
 commands:
   probe URL [--timeout S]   exit 0 if URL answers 2xx within S seconds, else 1 (Docker HEALTHCHECK)
+  run [options] -- CMD      run server CMD under the lifesigns agent (one side port, stalls named)
   demo [--port N]           run the demo service with lifesigns on an embedded SQLite database
   lab [INCIDENT] [--list]   trigger one of the seeds' incidents on a running demo
   rules [--dashboard]       print the Prometheus alert rules (or the Grafana dashboard)
@@ -21,6 +22,7 @@ commands:
 
 COMMANDS = {
     "probe": "probe",
+    "run": "run",
     "demo": "demo",
     "lab": "lab",
     "rules": "rules",

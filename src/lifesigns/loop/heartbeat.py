@@ -52,6 +52,8 @@ class Heartbeat:
         self.thread_id = 0
         self.native_id = 0
         self._on_beat = on_beat
+        self.publish: Callable[[float], None] | None = None
+        """Also given each beat's time: the agent's shared-memory slot (``lifesigns run``)."""
         self._loop: asyncio.AbstractEventLoop | None = None
         self._handle: asyncio.TimerHandle | None = None
         self._due = 0.0
@@ -91,6 +93,8 @@ class Heartbeat:
             self.late.append((now, gap))
             self.late_count += 1
         self.last = now
+        if self.publish is not None:
+            self.publish(now)
         if self._on_beat is not None:
             self._on_beat(now, lag)
         self._due = now + self.interval
