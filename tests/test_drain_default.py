@@ -116,6 +116,7 @@ def test_a_plain_local_stop_waits_no_drain_delay(
     log = server.log_text()
     assert "INFO lifesigns.drain: drain_delay 0 s chosen: no orchestrator detected" in log, log
     assert "the server stops accepting in 0 s" in log
+    assert "INFO lifesigns.drain: SIGTERM received: draining." in log  # ordinary: not a warning
     assert _delay_waited(log) < 0.5, log
     assert exited_after < ORCHESTRATED_DELAY, log
 
@@ -143,6 +144,7 @@ def test_under_kubernetes_the_delay_is_waited_with_readiness_failing(
     exited_after = time.monotonic() - signalled
     log = server.log_text()
     assert exited_after >= ORCHESTRATED_DELAY, log
+    assert "WARNING lifesigns.drain: SIGTERM received: draining." in log
     assert _delay_waited(log) >= ORCHESTRATED_DELAY - 0.1, log
 
 

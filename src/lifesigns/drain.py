@@ -237,7 +237,9 @@ class Drain:
         host.metrics.phase.state(Phase.DRAINING.value)
         s = host.settings
         delay = self._choose(None) if self.delay is None else self.delay
-        logger.warning(
+        # With no delay nobody is waited for: an ordinary stop (a reload, a local kill).
+        logger.log(
+            logging.WARNING if delay > 0 else logging.INFO,
             "%s: draining. Readiness fails now; the server stops accepting in %g s, then "
             "waits up to %g s for %d request(s) in flight",
             reason,
