@@ -24,9 +24,9 @@ rule is written once:
   - Nomad: ``NOMAD_ALLOC_ID`` (Consul deregisters the service as the task is killed,
     unless the job sets ``shutdown_delay``, which then does the same job).
 
-  Not detected (their routers stop sending before the signal, or nothing tells them):
-  Cloud Run, Fly.io, Heroku, plain Docker and docker compose; set ``drain_delay``
-  explicitly there if a load balancer in front needs time.
+  Not detected: Cloud Run, Fly.io, Heroku, plain Docker and docker compose, a VM behind
+  HAProxy; set ``drain_delay`` explicitly there if a load balancer in front keeps sending
+  after the signal.
 
 Nothing here reads anything at import time.
 """
