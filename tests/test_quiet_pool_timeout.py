@@ -15,9 +15,11 @@ from pathlib import Path
 import httpx
 import pytest
 from fastapi import FastAPI
+from sqlalchemy import create_engine, text
 from sqlalchemy import exc as sa_exc
 from starlette.requests import Request
 from starlette.responses import Response
+from starlette.testclient import TestClient
 
 from lifesigns import Lifesigns
 from tests.support import StartUvicorn, UvicornProcess
@@ -99,3 +101,38 @@ def test_the_applications_own_handler_is_left_in_place() -> None:
     plain = FastAPI()
     Lifesigns(watchdog=False, memory=False).install(plain)
     assert sa_exc.TimeoutError in plain.exception_handlers
+
+
+@pytest.mark.parametrize("forensics", [False, True], ids=["pool-itself", "pool-dump"])
+def test_the_figures_come_from_the_pool_itself_without_forensics(
+    tmp_path: Path, forensics: bool
+) -> None:
+    engine = create_engine(
+        f"sqlite:///{tmp_path / 'own.db'}", pool_size=1, max_overflow=0, pool_timeout=0.3
+    )
+    unwatched = create_engine(
+        f"sqlite:///{tmp_path / 'other.db'}", pool_size=1, max_overflow=0, pool_timeout=0.3
+    )
+    signs = Lifesigns(watchdog=False, memory=False)
+    signs.watch_engine(engine, name="orders", forensics=forensics, wait_at_startup=False)
+    app = FastAPI()
+
+    @app.get("/query")
+    def query(which: str = "orders") -> int:
+        with (engine if which == "orders" else unwatched).connect() as connection:
+            return int(connection.execute(text("SELECT 1")).scalar_one())
+
+    signs.install(app)
+    with TestClient(app) as client, engine.connect(), unwatched.connect():
+        answer = client.get("/query")
+        other = client.get("/query", params={"which": "other"})
+    assert answer.status_code == 503 and answer.headers["retry-after"] == "1"
+    body = answer.json()
+    assert body["pool"] == "orders" and body["checked_out"] == 1 and body["capacity"] == 1
+    assert ("waiting" in body) is forensics, body
+    # A pool lifesigns does not watch is still a 503, named as unknown, without figures.
+    assert other.status_code == 503, other.text
+    assert other.json() == {
+        "error": "database pool exhausted: no connection within the pool timeout",
+        "pool": "unknown",
+    }

@@ -97,8 +97,8 @@ class PoolTimeoutHandler:
         try:
             engines = dict(self.engines())
             names = [n for n, w in engines.items() if w.sync_engine.pool is pool]
-            if not names and len(engines) == 1:
-                names = list(engines)
+            if not names and pool is None and len(engines) == 1:
+                names = list(engines)  # the traceback did not show the pool: the only one
             if not names:
                 return "unknown", {}
             name = names[0]
