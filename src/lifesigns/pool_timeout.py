@@ -14,7 +14,8 @@ of its SQLAlchemy bases itself), and the answer is::
      "pool": "database", "checked_out": 15, "capacity": 15, "waiting": 27}
 
 The pool is found in the traceback (the ``Pool`` whose checkout raised) and named by the
-watched engine that owns it; the figures come from the host's ``pool`` dump when pool
+watched engine that owns it (``"unknown"``, without figures, for a pool lifesigns does not
+watch); the figures come from the host's ``pool`` dump when pool
 forensics is on, else from the pool itself (without ``waiting``). The body carries no URL,
 no message of the driver and no stack. One WARNING line is logged per pool at most every
 :data:`LOG_EVERY` seconds, with the count of the timeouts since the last line.
