@@ -1,9 +1,11 @@
-"""The stalls service plus a ``lab`` dump and one trigger, as the incident lab will add them.
+"""The stalls service plus a watched pool, a ``lab`` dump and one trigger (the live page's).
 
-The live page's lab tab shows a button per incident from the ``lab`` dump; its button POSTs
-the trigger (on the application port, another origin than the side port that serves the
-page). The trigger here freezes the loop for ``LIVE_LAB_FREEZE`` seconds (default 4) just
-after it answers, in a function of its own (``# stall: lab`` marks the line).
+``GET /orders`` holds a pooled connection (SQLite, ``LIVE_LAB_DB``, default in memory) for
+a moment, so the page's connection pool has something to show. The live page's lab tab
+shows a button per incident from the ``lab`` dump; its button POSTs the trigger (on the
+application port, another origin than the side port that serves the page). The trigger
+here freezes the loop for ``LIVE_LAB_FREEZE`` seconds (default 4) just after it answers,
+in a function of its own (``# stall: lab`` marks the line).
 """
 
 from __future__ import annotations
@@ -15,6 +17,9 @@ from typing import Any
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
+from sqlalchemy import text
+from sqlalchemy.ext.asyncio import async_sessionmaker, create_async_engine
+from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from tests.apps.stalls import app, signs
 
@@ -22,6 +27,24 @@ __all__ = ["app"]
 
 FREEZE = float(os.environ.get("LIVE_LAB_FREEZE", "4"))
 _base: dict[str, str] = {}
+
+engine = create_async_engine(
+    os.environ.get("LIVE_LAB_DB", "sqlite+aiosqlite:///:memory:"),
+    poolclass=AsyncAdaptedQueuePool,
+    pool_size=8,
+    max_overflow=0,
+)
+signs.watch_engine(engine, name="orders-db")
+Sessions = async_sessionmaker(engine)
+
+
+@app.get("/orders")
+async def orders() -> dict[str, int]:
+    """Reads the orders, holding a connection for a moment as a real query would."""
+    async with Sessions() as session:
+        found = (await session.execute(text("SELECT 3"))).scalar_one()
+        await asyncio.sleep(0.15)
+    return {"orders": int(found)}
 
 
 def export_ledger(seconds: float) -> None:
