@@ -42,9 +42,9 @@ Sessions = async_sessionmaker(engine)
 async def orders() -> dict[str, int]:
     """Reads the orders, holding a connection for a moment as a real query would."""
     async with Sessions() as session:
-        found = (await session.execute(text("SELECT 3"))).scalar_one()
+        found: int = (await session.execute(text("SELECT 3"))).scalar_one()
         await asyncio.sleep(0.15)
-    return {"orders": int(found)}
+    return {"orders": found}
 
 
 def export_ledger(seconds: float) -> None:
