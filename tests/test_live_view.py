@@ -7,7 +7,12 @@ import threading
 import time
 from typing import Any
 
+import httpx
 from prometheus_client import Histogram
+from starlette.applications import Starlette
+from starlette.requests import Request
+from starlette.responses import PlainTextResponse
+from starlette.routing import Route
 
 from lifesigns import Lifesigns
 from lifesigns._config import Settings
@@ -157,3 +162,25 @@ def test_lab_incidents_come_from_the_lab_dump() -> None:
     lab = LiveView(host).data()["lab"]
     assert [i["name"] for i in lab] == ["sync-call-in-async"]
     assert "secret_internal" not in lab[0] and lab[0]["seed"] == "003"
+
+
+async def test_the_application_port_serves_the_page_over_asgi_when_exposed() -> None:
+    async def hello(request: Request) -> PlainTextResponse:
+        return PlainTextResponse("the application's own /lifesigns/")
+
+    for expose, own in (("probes", True), ("probes,live", False)):
+        signs = Lifesigns(token=TOKEN, watchdog=False, memory=False, expose=expose)
+        # A catch-all: the application's when not exposed (an exact route would win anyway).
+        app = Starlette(routes=[Route("/lifesigns/{rest:path}", hello)])
+        signs.install(app)
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(transport=transport, base_url="http://t") as client:
+            page = await client.get("/lifesigns/")
+            if own:  # not exposed: the path is the application's, untouched
+                assert page.text == "the application's own /lifesigns/"
+                continue
+            assert page.headers["content-type"] == "text/html; charset=utf-8"
+            assert (await client.get("/lifesigns/data")).status_code == 401
+            data = await client.get("/lifesigns/data", headers=AUTH)
+            assert data.status_code == 200 and data.headers["cache-control"] == "no-store"
+            assert data.json()["service"] == "service"
