@@ -98,6 +98,14 @@ async def start_service(uvicorn_process: StartUvicorn) -> tuple[UvicornProcess, 
     return server, found.group(1)
 
 
+async def open_page(browser: Browser) -> tuple[Page, list[str]]:
+    """A new page, and the list its script errors go to (every test asserts it stays empty)."""
+    page = await browser.new_page(viewport=VIEWPORT)
+    errors: list[str] = []
+    page.on("pageerror", lambda error: errors.append(str(error)))
+    return page, errors
+
+
 async def log_in(page: Page, side: str, token: str = TOKEN) -> None:
     """Open the page and enter the token in its form."""
     await page.goto(f"{side}/lifesigns/")
@@ -149,7 +157,7 @@ async def test_the_page_asks_for_the_token_then_plots_and_shows_a_stall_while_fr
         assert (await client.get(f"{server.url}/lifesigns/")).status_code == 404
         assert (await client.get(f"{side}/lifesigns/data")).status_code == 401
 
-        page = await browser.new_page(viewport=VIEWPORT)
+        page, errors = await open_page(browser)
         await log_in(page, side, token="not-the-token-at-all")
         await page.locator("#login-error").filter(has_text="wrong token").wait_for(timeout=10_000)
         await page.fill("#token", TOKEN)
@@ -212,6 +220,7 @@ async def test_the_page_asks_for_the_token_then_plots_and_shows_a_stall_while_fr
         # Once the loop is back, the stall is listed with its total.
         await page.locator("#loop-badge").filter(has_text="loop ok").wait_for(timeout=10_000)
         await page.locator("#stalls").filter(has_text=frame).wait_for(timeout=10_000)
+        assert errors == []
 
 
 async def test_the_lab_tab_triggers_an_incident_on_the_application_port(
@@ -220,7 +229,7 @@ async def test_the_lab_tab_triggers_an_incident_on_the_application_port(
     server, side = await start_service(uvicorn_process)
     async with httpx.AsyncClient(timeout=10) as client:
         await client.get(f"{server.url}/hello")  # the lab learns its trigger's origin
-    page = await browser.new_page(viewport=VIEWPORT)
+    page, errors = await open_page(browser)
     await log_in(page, side)
     await page.locator("#app").wait_for(state="visible", timeout=10_000)
     await page.click("nav button:text('Lab')")
@@ -240,3 +249,4 @@ async def test_the_lab_tab_triggers_an_incident_on_the_application_port(
     frame = f"tests/apps/live_lab.py:{line}"
     await page.locator("#stall-current").filter(has_text=frame).wait_for(timeout=10_000)
     assert (await page.inner_text("#loop-badge")).startswith("loop stalled")
+    assert errors == []
