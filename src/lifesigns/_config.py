@@ -551,7 +551,7 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         Surfaces(),
         "core",
         "what the application port serves besides the side port: probes (default), "
-        "metrics, debug, or all",
+        "metrics, debug, live (the live page), or all",
     ),
     Option("watchdog", True, Flag(), "loop", "watch the event loop for stalls"),
     Option(
