@@ -142,7 +142,7 @@ def test_dumps_are_bounded_in_number_and_failures_are_masked() -> None:
 def test_expose_refuses_an_unknown_surface_naming_it() -> None:
     with pytest.raises(ConfigError, match=r"expose='probes,secrets'.*'secrets'.*probes, metrics"):
         Lifesigns(expose="probes,secrets")
-    assert Lifesigns(expose="all").settings.expose == {"probes", "metrics", "debug"}
+    assert Lifesigns(expose="all").settings.expose == {"probes", "metrics", "debug", "live"}
     assert Lifesigns(expose=["metrics"]).settings.expose == {"metrics"}
     assert Lifesigns(expose="none").settings.expose == frozenset()
     from_env = Settings.from_arguments({}, env={"LIFESIGNS_EXPOSE": "probes, metrics"})

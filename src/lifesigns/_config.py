@@ -430,6 +430,22 @@ class Surfaces:
         return surfaces(name, value, from_env=from_env)
 
 
+@dataclass(frozen=True)
+class AutoSeconds:
+    """A duration, or ``None`` (``auto`` in the variable): lifesigns chooses it at start."""
+
+    inner: Seconds
+
+    def __call__(self, name: str, value: object, *, from_env: bool = False) -> float | None:
+        if value is None or (from_env and str(value).strip().lower() == "auto"):
+            return None
+        return self.inner(name, value, from_env=from_env)
+
+    @property
+    def allowed(self) -> str:
+        return f"{self.inner.allowed}, or `None` (variable: `auto`)"
+
+
 _FLAG_WORDS: Final = {"1", "0", "true", "false", "yes", "no", "on", "off"}
 
 
@@ -535,7 +551,7 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         Surfaces(),
         "core",
         "what the application port serves besides the side port: probes (default), "
-        "metrics, debug, or all",
+        "metrics, debug, live (the live page), or all",
     ),
     Option("watchdog", True, Flag(), "loop", "watch the event loop for stalls"),
     Option(
@@ -621,10 +637,12 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
     # drain
     Option(
         "drain_delay",
-        5.0,
-        Seconds(allow_zero=True, maximum=3600.0),
+        None,
+        AutoSeconds(Seconds(allow_zero=True, maximum=3600.0)),
         "drain",
-        "seconds between SIGTERM (readiness fails) and the server closing its listener",
+        "seconds between SIGTERM (readiness fails) and the server closing its listener "
+        "(`None`: 5 under an orchestrator, 0 otherwise and under tests and reloaders; "
+        "see [Development mode](#development-mode))",
     ),
     Option(
         "termination_grace",
@@ -821,7 +839,7 @@ class Settings:
     memory_threshold: float = 1.0
     memory_trace_seconds: float = 30.0
     memory_trace_every: float = 900.0
-    drain_delay: float = 5.0
+    drain_delay: float | None = None  # None: chosen at start, see lifesigns.drain
     termination_grace: float = 30.0
     deadline: float | None = None
     leak_threshold: float | None = 30.0

@@ -1,16 +1,18 @@
 """The ``expose`` setting: which of lifesigns' surfaces the application port serves.
 
-Three surfaces exist:
+Four surfaces exist:
 
 * ``probes``: ``/livez``, ``/readyz`` (and ``/readyz/<check>``), ``/startupz``, ``/health``;
 * ``metrics``: ``/metrics``, the Prometheus exposition;
-* ``debug``: ``/debug/`` and ``/debug/<dump>``, the token-protected dumps.
+* ``debug``: ``/debug/`` and ``/debug/<dump>``, the token-protected dumps;
+* ``live``: ``/lifesigns/``, the live page, and ``/lifesigns/data``, its token-protected data.
 
-The side port (or the agent's port) always serves all three. The application port serves
+The side port (or the agent's port) always serves all four. The application port serves
 ``probes`` only by default: that port is the one a reverse proxy publishes, and neither a
-metrics scrape nor a dump belongs on the internet. ``expose="probes,metrics"`` (or a
-collection, ``{"probes", "metrics"}``) asks for more, ``"all"`` for everything, ``"none"``
-for nothing at all (every probe then lives on the side port).
+metrics scrape nor a dump nor the live page belongs on the internet.
+``expose="probes,metrics"`` (or a collection, ``{"probes", "metrics"}``) asks for more,
+``"all"`` for everything, ``"none"`` for nothing at all (every probe then lives on the side
+port).
 """
 
 from __future__ import annotations
@@ -23,14 +25,15 @@ from .errors import ConfigError
 PROBES: Final = "probes"
 METRICS: Final = "metrics"
 DEBUG: Final = "debug"
-SURFACES: Final = frozenset({PROBES, METRICS, DEBUG})
+LIVE: Final = "live"
+SURFACES: Final = frozenset({PROBES, METRICS, DEBUG, LIVE})
 DEFAULT: Final = frozenset({PROBES})
 
 
 def surfaces(name: str, value: object, *, from_env: bool = False) -> frozenset[str]:
     """Validate ``expose``: text such as ``"probes,metrics"``, ``"all"``, ``"none"``, or names."""
     where = f"LIFESIGNS_{name.upper()}" if from_env else name
-    allowed = "a comma-separated subset of probes, metrics, debug; or 'all' or 'none'"
+    allowed = "a comma-separated subset of probes, metrics, debug, live; or 'all' or 'none'"
     if isinstance(value, str):
         text = value.strip().lower()
         if text == "all":

@@ -12,6 +12,7 @@ from contextlib import AbstractAsyncContextManager, asynccontextmanager
 from typing import TYPE_CHECKING, Any, Protocol, TypeVar, cast, overload
 
 from sqlalchemy import Engine
+from sqlalchemy import exc as sqlalchemy_exc
 from sqlalchemy.ext.asyncio import AsyncEngine
 
 from . import _config
@@ -79,7 +80,8 @@ class Lifesigns:
     * ``stall_threshold``: seconds without a heartbeat before the loop counts as stalled.
     * ``live_fail_after``: seconds of stall after which liveness fails.
     * ``drain_delay``: seconds between SIGTERM (readiness fails) and the server closing
-      its listener, for load balancers to notice (5; see :mod:`lifesigns.drain`).
+      its listener, for load balancers to notice (unset: 5 under an orchestrator, else 0,
+      and 0 under tests and reloaders; see :mod:`lifesigns.drain`).
     * ``termination_grace``: seconds the platform allows from SIGTERM to SIGKILL (30, as
       Kubernetes); start-up warns when ``drain_delay + grace`` does not fit.
     * ``deadline``: default seconds a request may take before it gets 504 (``None``: no
@@ -447,10 +449,13 @@ class Lifesigns:
     def install(self, app: Any) -> None:
         """Serve the probes on a Starlette or FastAPI ``app`` and wrap its lifespan.
 
-        For another ASGI framework, wrap it with
+        A pool checkout that times out in an endpoint is answered 503 with ``Retry-After``
+        (see :mod:`lifesigns.pool_timeout`) unless the application handles
+        ``sqlalchemy.exc.TimeoutError`` itself. For another ASGI framework, wrap it with
         :class:`~lifesigns.http.LifesignsMiddleware` and run :meth:`lifespan` yourself.
         """
         from .http.middleware import LifesignsMiddleware
+        from .pool_timeout import PoolTimeoutHandler, handles_it_already
 
         router = getattr(app, "router", None)
         if (
@@ -464,6 +469,10 @@ class Lifesigns:
             )
         router.lifespan_context = self.wrap_lifespan(router.lifespan_context)
         app.add_middleware(LifesignsMiddleware, signs=self)
+        if not handles_it_already(getattr(app, "exception_handlers", {})):
+            app.add_exception_handler(
+                sqlalchemy_exc.TimeoutError, PoolTimeoutHandler(self.host, lambda: self._engines)
+            )
         if self.settings.memory:
             from . import memory
 

@@ -19,6 +19,13 @@ wraps whatever SIGTERM handler is installed when the lifespan starts, calls it a
 delay, and puts it back when the lifespan ends. A second SIGTERM skips the rest of the
 delay. SIGINT (Ctrl+C) is left alone: a developer wants the server to stop now.
 
+The delay helps only where a load balancer learns of the stop while SIGTERM is sent. So
+``drain_delay`` left unset (``None``) is chosen at start by :func:`choose_delay`: 5 s
+under an orchestrator (:func:`lifesigns._runmode.orchestrator`: Kubernetes, Amazon ECS,
+Nomad), 0 under a test client or a reloader's worker and when no orchestrator is
+detected; a value given in code or in ``LIFESIGNS_DRAIN_DELAY`` always wins. Start-up
+logs one INFO line saying which it chose and why.
+
 Budget: ``drain_delay + grace`` should fit the platform's termination grace period
 (``termination_grace``, Kubernetes' ``terminationGracePeriodSeconds``, 30 s by default;
 ``docker stop`` allows 10 s; gunicorn's ``--graceful-timeout`` 30 s); start-up warns
@@ -40,12 +47,44 @@ from typing import Any, Protocol
 from sqlalchemy import Engine
 from sqlalchemy.ext.asyncio import AsyncEngine
 
+from ._runmode import LIFESPAN_SCOPE, orchestrator, orchestrator_variables, quiet_reason
 from .health.lifecycle import Phase
 from .host import HasHost, Host, as_host
 
 logger = logging.getLogger("lifesigns.drain")
 
 _Handler = Any  # what signal.getsignal returns: a callable, SIG_DFL, SIG_IGN or None
+
+ORCHESTRATED_DELAY = 5.0
+"""The drain delay chosen under an orchestrator: a few endpoint-propagation rounds."""
+
+
+def choose_delay(
+    configured: float | None,
+    scope: Mapping[str, Any] | None = None,
+    *,
+    argv: list[str] | None = None,
+    environ: Mapping[str, str] | None = None,
+) -> tuple[float, str]:
+    """The drain delay to wait and why, for the ``drain_delay`` setting ``configured``.
+
+    An explicit value wins; else 0 under a test client or a reloader, else
+    :data:`ORCHESTRATED_DELAY` under a detected orchestrator, else 0.
+    """
+    if configured is not None:
+        return configured, "set explicitly (drain_delay= or LIFESIGNS_DRAIN_DELAY)"
+    quiet = quiet_reason(scope, argv, environ)
+    if quiet is not None:
+        return 0.0, f"{quiet}; set LIFESIGNS_DRAIN_DELAY to wait anyway"
+    platform = orchestrator(environ)
+    if platform is not None:
+        return ORCHESTRATED_DELAY, (
+            f"{platform}: its load balancers keep sending for a moment after SIGTERM"
+        )
+    return 0.0, (
+        f"no orchestrator detected (none of {orchestrator_variables()} is set); "
+        "set LIFESIGNS_DRAIN_DELAY if a load balancer needs time to stop sending"
+    )
 
 
 class Stoppable(Protocol):
@@ -101,11 +140,17 @@ class Drain:
         self._task: asyncio.Task[None] | None = None
         self._hurry = asyncio.Event()
         self._forwarded = False
+        self.delay: float | None = None
+        """The drain delay chosen at the last start (``None`` before it)."""
+        self.delay_reason = ""
+        """Why that delay was chosen, as start-up logged it."""
 
     def __repr__(self) -> str:
         s = self.host.settings
+        delay = self.delay if self.delay is not None else s.drain_delay
+        shown = "auto" if delay is None else f"{delay:g}"
         return (
-            f"Drain(drain_delay={s.drain_delay:g}, grace={s.grace:g}, "
+            f"Drain(drain_delay={shown}, grace={s.grace:g}, "
             f"termination_grace={s.termination_grace:g}, draining={self.draining})"
         )
 
@@ -120,15 +165,28 @@ class Drain:
         self._hurry = asyncio.Event()
         self._began_at, self._forwarded = None, False
         s = self.host.settings
-        if s.drain_delay + s.grace > s.termination_grace:
+        delay = self._choose(LIFESPAN_SCOPE.get())
+        logger.info(
+            "drain_delay %g s chosen: %s",
+            delay,
+            self.delay_reason,
+            extra={
+                "lifesigns": {
+                    "event": "drain_delay",
+                    "drain_delay": delay,
+                    "reason": self.delay_reason,
+                }
+            },
+        )
+        if delay + s.grace > s.termination_grace:
             logger.warning(
                 "drain_delay %g s + grace %g s = %g s does not fit termination_grace %g s: "
                 "the platform will kill the process before requests in flight finish; "
                 "lower LIFESIGNS_DRAIN_DELAY or LIFESIGNS_GRACE, or raise the grace period "
                 "(terminationGracePeriodSeconds, docker stop -t, gunicorn --graceful-timeout)",
-                s.drain_delay,
+                delay,
                 s.grace,
-                s.drain_delay + s.grace,
+                delay + s.grace,
                 s.termination_grace,
             )
         if threading.current_thread() is not threading.main_thread():
@@ -143,6 +201,10 @@ class Drain:
         self._previous = signal.getsignal(self.signal)
         signal.signal(self.signal, self._on_signal)
         self._installed = True
+
+    def _choose(self, scope: Mapping[str, Any] | None) -> float:
+        self.delay, self.delay_reason = choose_delay(self.host.settings.drain_delay, scope)
+        return self.delay
 
     def _on_signal(self, sig: int, frame: FrameType | None) -> None:
         # A signal handler runs in the main thread between two bytecodes, possibly in the
@@ -174,11 +236,14 @@ class Drain:
         host.lifecycle.move_to(Phase.DRAINING, reason)
         host.metrics.phase.state(Phase.DRAINING.value)
         s = host.settings
-        logger.warning(
+        delay = self._choose(None) if self.delay is None else self.delay
+        # With no delay nobody is waited for: an ordinary stop (a reload, a local kill).
+        logger.log(
+            logging.WARNING if delay > 0 else logging.INFO,
             "%s: draining. Readiness fails now; the server stops accepting in %g s, then "
             "waits up to %g s for %d request(s) in flight",
             reason,
-            s.drain_delay,
+            delay,
             s.grace,
             len(host.requests),
         )
@@ -186,8 +251,10 @@ class Drain:
 
     async def _drain(self) -> None:
         s = self.host.settings
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._hurry.wait(), timeout=s.drain_delay)
+        delay = self.delay or 0.0
+        if delay > 0:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._hurry.wait(), timeout=delay)
         logger.info(
             "drain delay over: the server stops accepting; %d request(s) in flight",
             len(self.host.requests),
@@ -274,7 +341,8 @@ def attach(
 
     ``supervisor`` and ``engines`` say what to stop and dispose when the lifespan ends
     (the assembler passes its own; a drain alone stops and disposes nothing). Settings
-    used: ``drain_delay`` (5 s), ``grace`` (10 s), ``termination_grace`` (30 s).
+    used: ``drain_delay`` (unset: chosen at start, see :func:`choose_delay`), ``grace``
+    (10 s), ``termination_grace`` (30 s).
     Attaching again returns the same drain (``Lifesigns()`` attaches it already); must
     precede the lifespan.
     """

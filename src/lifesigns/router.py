@@ -17,6 +17,8 @@ path                     surface    answer
 ``/metrics``             metrics    Prometheus text exposition
 ``/debug/``, ``/debug``  debug      the dumps' names (token only)
 ``/debug/<dump>``        debug      one dump as JSON (token only)
+``/lifesigns/``          live       the live page (HTML; ``/lifesigns`` redirects here)
+``/lifesigns/data``      live       the live page's JSON (token only, like a dump)
 =======================  =========  ===================================================
 
 ``?verbose`` lists every check, ``?exclude=a,b`` leaves checks out, the bearer token
@@ -55,10 +57,11 @@ from urllib.parse import parse_qs
 from prometheus_client import CollectorRegistry, Counter
 
 from ._config import Settings
-from ._surfaces import DEBUG, METRICS, PROBES, SURFACES
+from ._surfaces import DEBUG, LIVE, METRICS, PROBES, SURFACES
 from .errors import LifesignsError
 from .health import ProbeResult, StartupStep, UnknownCheckError
 from .health.render import HEALTH_JSON, health_json, probe_text, startup_lines
+from .live import LiveView, page_html
 from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
 from .metrics import render
 
@@ -75,6 +78,19 @@ JSON = "application/json"
 STALE_HEADER = "X-Lifesigns-Stale"
 
 Dump = Callable[[], Mapping[str, Any]]
+
+# The live page holds nothing secret, but its lab buttons act: no framing (clickjacking).
+_PAGE_HEADERS = (
+    ("X-Content-Type-Options", "nosniff"),
+    ("X-Frame-Options", "DENY"),
+    ("Referrer-Policy", "no-referrer"),
+    (
+        "Content-Security-Policy",
+        "default-src 'none'; script-src 'unsafe-inline'; style-src 'unsafe-inline'; "
+        "connect-src *; img-src data:; base-uri 'none'; form-action 'none'; "
+        "frame-ancestors 'none'",
+    ),
+)
 
 
 # -- what the router answers from ----------------------------------------------------
@@ -318,6 +334,7 @@ class _Request:
     rest: str  # the check of /readyz/<check>, the dump of /debug/<dump>
     params: dict[str, list[str]]
     detailed: bool
+    credentials: bool = False  # an Authorization header came (a wrong token is a 403)
 
     @property
     def verbose(self) -> bool:
@@ -392,6 +409,7 @@ class ProbeRouter:
         readyz = settings.probe_path("readyz")
         self._per_check = f"{readyz}/" if readyz and PROBES in self.surfaces else None
         self._debug = f"{settings.prefix}/debug" if DEBUG in self.surfaces else None
+        self._live = f"{settings.prefix}/lifesigns" if LIVE in self.surfaces else None
 
     def __repr__(self) -> str:
         return f"<ProbeRouter {sorted(self.surfaces)} at {sorted(self.paths)}>"
@@ -415,6 +433,8 @@ class ProbeRouter:
             served.append(self._per_check)
         if self._debug:
             served.append(f"{self._debug}/")
+        if self._live:
+            served.extend((f"{self._live}/", f"{self._live}/data"))
         return served
 
     def probe_for(self, path: str) -> str | None:
@@ -428,6 +448,8 @@ class ProbeRouter:
             return "readyz"
         if self._debug and (path == self._debug or path.startswith(f"{self._debug}/")):
             return "debug"
+        if self._live and path in (self._live, f"{self._live}/", f"{self._live}/data"):
+            return "live"
         return None
 
     def matches(self, path: str) -> bool:
@@ -461,6 +483,9 @@ class ProbeRouter:
         if request.probe == "debug":
             reply = self._debug_answer(request) or self._dump_in_thread(request.rest)
             return self._counted("debug", reply)
+        if request.probe == "live":
+            reply = self._live_answer(request) or self._dump_in_thread("live", self._live_data)
+            return self._counted("live", reply)
         return self._counted(request.probe, self._sync(request))
 
     async def handle_async(
@@ -479,6 +504,9 @@ class ProbeRouter:
         if request.probe == "debug":
             reply = self._debug_answer(request) or await self._dump_async(request.rest)
             return self._counted("debug", reply)
+        if request.probe == "live":
+            reply = self._live_answer(request) or await self._dump_async("live", self._live_data)
+            return self._counted("live", reply)
         return self._counted(request.probe, self._sync(request))
 
     # -- parsing -----------------------------------------------------------------------
@@ -506,8 +534,11 @@ class ProbeRouter:
             rest = path[len(self._per_check) :]
         elif probe == "debug" and self._debug:
             rest = path[len(self._debug) :].strip("/")
+        elif probe == "live" and self._live:
+            rest = path[len(self._live) :]
         authorization = _authorization(headers)
-        return _Request(method.upper(), probe, rest, params, self.host.is_authorized(authorization))
+        detailed = self.host.is_authorized(authorization)
+        return _Request(method.upper(), probe, rest, params, detailed, bool(authorization))
 
     # -- the probes --------------------------------------------------------------------
 
@@ -602,6 +633,31 @@ class ProbeRouter:
             return answer(404, f"no dump {name!r}; dumps: {', '.join(sorted(dumps))}\n")
         return None
 
+    # -- the live page (lifesigns.live) ---------------------------------------------------
+
+    def _live_answer(self, request: _Request) -> Answer | None:
+        """The page, the redirect to it, or the refusal (``None``: compute the data)."""
+        assert self._live is not None
+        if request.rest == "":
+            return answer(308, f"see {self._live}/\n", extra=[("Location", f"{self._live}/")])
+        if request.rest == "/":
+            return answer(200, page_html(), "text/html; charset=utf-8", _PAGE_HEADERS)
+        if request.detailed:
+            return None
+        if not request.credentials:
+            return answer(
+                401,
+                "the live data needs the bearer token (Authorization: Bearer ...)\n",
+                extra=[("WWW-Authenticate", 'Bearer realm="lifesigns"')],
+            )
+        unset = "; no token is configured (token=, LIFESIGNS_TOKEN)"
+        why = "" if self.host.settings.token else unset
+        return answer(403, f"wrong token{why}\n")
+
+    def _live_data(self) -> Mapping[str, Any]:
+        """``/lifesigns/data``: read in a dump thread, never on the loop (see LiveView)."""
+        return LiveView(self.host).data()
+
     def _start_dump(self, name: str, producer: Dump) -> concurrent.futures.Future[str] | None:
         """Run ``producer`` in a daemon thread of its own; ``None`` when too many still run."""
         if not self._slots.take():
@@ -624,8 +680,8 @@ class ProbeRouter:
         threading.Thread(target=work, name=f"lifesigns-dump-{name}", daemon=True).start()
         return future
 
-    def _dump_in_thread(self, name: str) -> Answer:
-        future = self._start_dump(name, self.host.dumps[name])
+    def _dump_in_thread(self, name: str, producer: Dump | None = None) -> Answer:
+        future = self._start_dump(name, producer or self.host.dumps[name])
         if future is None:
             return self._too_many(name)
         try:
@@ -636,9 +692,8 @@ class ProbeRouter:
             return self._failed(name, exc)
         return answer(200, text, JSON)
 
-    async def _dump_async(self, name: str) -> Answer:
-        producer = self.host.dumps[name]
-        future = self._start_dump(name, producer)
+    async def _dump_async(self, name: str, producer: Dump | None = None) -> Answer:
+        future = self._start_dump(name, producer or self.host.dumps[name])
         if future is None:
             return self._too_many(name)
         try:

@@ -47,6 +47,7 @@ When it binds, and when it does not (the rule):
   (``--reload`` on the command line, ``fastapi dev``) a side port that comes from the
   environment (``LIFESIGNS_SIDE_PORT``, the deployment's) is not bound, and one INFO
   line says so. A ``side_port=`` given in code is bound anyway: the code asked for it.
+  The rule is :func:`lifesigns._runmode.quiet_reason`, shared with the drain.
 
 Every connection has a 5 s socket timeout and at most ``max_connections`` are served at
 once (further ones are closed at once): a flood of probes cannot pile up threads. A client
@@ -57,50 +58,25 @@ DEBUG, never as a traceback.
 from __future__ import annotations
 
 import asyncio
-import contextvars
 import errno
 import logging
 import multiprocessing
 import os
 import sys
 import threading
-from collections.abc import Callable, Iterable, Mapping
+from collections.abc import Callable, Iterable
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
-from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
 
+from ._runmode import LIFESPAN_SCOPE, quiet_reason
 from .router import Answer, FrozenFor, ProbeRouter
 
 __all__ = ["LIFESPAN_SCOPE", "SidePort", "quiet_reason"]
 
 logger = logging.getLogger("lifesigns.sideport")
 
-LIFESPAN_SCOPE: contextvars.ContextVar[Mapping[str, Any] | None] = contextvars.ContextVar(
-    "lifesigns_lifespan_scope", default=None
-)
-"""The ASGI lifespan scope being started, set by the ASGI adapter (to tell a test client)."""
-
 _GONE = (BrokenPipeError, ConnectionResetError, ConnectionAbortedError, TimeoutError)
-
-
-def quiet_reason(
-    scope: Mapping[str, Any] | None = None,
-    argv: Iterable[str] | None = None,
-    environ: Mapping[str, str] | None = None,
-) -> str | None:
-    """Why this process is a test or development run (no side port), or ``None``."""
-    args = list(sys.argv if argv is None else argv)
-    env = os.environ if environ is None else environ
-    if scope is not None and "asgi" not in scope:
-        return "a test client runs the lifespan"
-    if "pytest" in sys.modules and env.get("PYTEST_CURRENT_TEST"):
-        return "pytest runs this process"
-    if "--reload" in args or any(a.startswith("--reload=") for a in args):
-        return "a reloader runs this worker (--reload)"
-    if args and Path(args[0]).name == "fastapi" and len(args) > 1 and args[1] == "dev":
-        return "a reloader runs this worker (fastapi dev)"
-    return None
 
 
 class _Server(ThreadingHTTPServer):

@@ -18,16 +18,22 @@ from typing import Any, Protocol
 
 __all__ = ["LiveView", "page_html"]
 
-FAST_DUMPS = ("stalls", "limiter", "pool", "supervised", "memory")
+FAST_DUMPS = ("stalls", "limiter", "pool", "supervised", "memory", "requests")
 """Dumps cheap enough to take every second from any thread (``tasks`` waits on the loop)."""
+
+LAB_FIELDS = ("name", "seed", "seeds", "title", "look_for", "trigger", "available")
+"""What the lab tab shows of each incident (the incident lab's ``lab`` dump)."""
 
 
 class _Host(Protocol):
     @property
     def dumps(self) -> Mapping[str, Any]: ...
 
-    registry: Any
-    settings: Any
+    @property
+    def registry(self) -> Any: ...
+
+    @property
+    def settings(self) -> Any: ...
 
 
 def page_html() -> bytes:
@@ -65,8 +71,25 @@ class LiveView:
                 answer[name] = producer()
             except Exception as exc:  # a broken dump is shown, never fatal to the page
                 answer[name] = {"error": f"{type(exc).__name__}: {exc}"}
+        if "lab" in dumps:
+            answer["lab"] = lab_incidents(dumps["lab"])
         answer["metrics"] = metric_figures(self.host.registry.collect())
         return answer
+
+
+def lab_incidents(producer: Any) -> list[dict[str, Any]] | dict[str, str]:
+    """The incident lab's dump as the lab tab's list (a list, or ``{"incidents": [...]}``)."""
+    try:
+        found = producer()
+    except Exception as exc:  # the lab is a demo: a broken dump is shown, never fatal
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    if isinstance(found, Mapping):
+        found = found.get("incidents", [])
+    incidents: list[dict[str, Any]] = []
+    for item in found if isinstance(found, Iterable) else ():
+        if isinstance(item, Mapping) and item.get("name") and item.get("trigger"):
+            incidents.append({key: item[key] for key in LAB_FIELDS if key in item})
+    return incidents
 
 
 def metric_figures(families: Iterable[Any]) -> dict[str, Any]:

@@ -210,14 +210,27 @@ class MemoryMonitor:
         elif was and not verdict.suspected:
             logger.info("memory growth no longer looks like a leak: %s", verdict.text)
 
-    def _name_retainers(self) -> list[Retainer]:
+    def _name_retainers(self, budget: float = 1.0) -> list[Retainer]:
         return name_retainers(
-            self.census.growing(), self.census.find, is_app_file=self._is_app_file, top=5
+            self.census.growing(),
+            self.census.find,
+            is_app_file=self._is_app_file,
+            top=5,
+            budget=budget,
         )
 
     def _name_retainers_traced(self) -> None:
-        if self._box_unasked or self.retainers:
-            self.retainers = self._name_retainers() or self.retainers
+        if not (self._box_unasked or self.retainers):
+            return
+        # While tracing, only the allocation lines are new: add them to what is known,
+        # never lose a retainer because the traced pass ran out of its time budget.
+        traced = {r.growth.name: r for r in self._name_retainers(budget=2.0)}
+        known = {r.growth.name: r for r in self.retainers}
+        for name, retainer in traced.items():
+            if name in known and not retainer.allocated_at:
+                retainer.allocated_at = known[name].allocated_at
+            known[name] = retainer
+        self.retainers = sorted(known.values(), key=lambda r: r.growth.bytes_per_min, reverse=True)
 
     def _maybe_open_box(self, now: float, rss: int) -> None:
         if self._last_box is not None and now - self._last_box < self.trace_every:
