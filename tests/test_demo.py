@@ -48,7 +48,8 @@ def wait_for_ready(
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request):
     port = free_port()
-    args = ["--port", str(port), "--token", "demo-token-0123456789", "--side-port", "0"]
+    side = free_port()
+    args = ["--port", str(port), "--token", "demo-token-0123456789", "--side-port", str(side)]
     password = None
     if backend == "postgres":
         postgres = request.getfixturevalue("postgres")
@@ -73,6 +74,14 @@ def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request
             f"{base}/health", headers={"Authorization": "Bearer demo-token-0123456789"}, timeout=5
         ).json()
         assert health["checks"]["orders-table:responseTime"][0]["details"]["orders"] >= 1
+        # The default shape: two workers under the agent, one side port for both.
+        deadline = time.monotonic() + 30
+        while True:
+            workers = httpx.get(f"http://127.0.0.1:{side}/readyz?verbose", timeout=5).text
+            if "2 of 2 workers ready" in workers:
+                break
+            assert time.monotonic() < deadline, workers
+            time.sleep(0.2)
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as a person at the terminal would
         process.wait(15)
@@ -105,6 +114,8 @@ def test_demo_freeze_is_named_on_the_side_port_while_the_loop_is_frozen(tmp_path
     token = "demo-token-0123456789"
     log = tmp_path / "demo.log"
     process = start_demo(
+        "--workers",
+        "1",  # one worker in the demo's process: its own side port (the agent's: below)
         "--port",
         str(port),
         "--side-port",
@@ -125,7 +136,7 @@ def test_demo_freeze_is_named_on_the_side_port_while_the_loop_is_frozen(tmp_path
         auth = {"Authorization": f"Bearer {token}"}
         seen = ""
         deadline = time.monotonic() + 2.5
-        while time.monotonic() < deadline and "loop stalled" not in seen:
+        while time.monotonic() < deadline and "freeze" not in seen:
             seen = httpx.get(f"{side_base}/debug/stalls", headers=auth, timeout=2).text
             time.sleep(0.1)
         froze.join(10)
@@ -139,3 +150,45 @@ def test_demo_freeze_is_named_on_the_side_port_while_the_loop_is_frozen(tmp_path
     assert re.search(
         r"loop stall ended after 3\.\d+ s: lifesigns/lab/app\.py:\d+ freeze, time\.sleep", output
     )
+
+
+def test_demo_under_the_agent_names_a_freeze_from_outside_while_the_side_port_answers(tmp_path):
+    port, side = free_port(), free_port()
+    log = tmp_path / "demo.log"
+    process = start_demo(
+        "--port",
+        str(port),
+        "--side-port",
+        str(side),
+        "--token",
+        "demo-token-0123456789",
+        "--database-url",
+        f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+        log=log,
+    )
+    base, side_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{side}"
+    try:
+        wait_for_ready(base, process, log)
+        deadline = time.monotonic() + 30
+        while "2 of 2" not in httpx.get(f"{side_base}/readyz?verbose", timeout=5).text:
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.2)
+        froze = threading.Thread(
+            target=lambda: httpx.get(f"{base}/lab/freeze?seconds=3", timeout=10), daemon=True
+        )
+        froze.start()
+        answers = []
+        while froze.is_alive():
+            answers.append(httpx.get(f"{side_base}/livez", timeout=2).status_code)
+            time.sleep(0.1)
+        froze.join(10)
+    finally:
+        process.send_signal(signal.SIGINT)
+        process.wait(20)
+    assert answers and set(answers) == {200}, answers
+    output = log.read_text()
+    assert re.search(
+        r"lifesigns\.agent: (still )?worker \d \(pid \d+\) stalled [\d.]+ s in "
+        r"lifesigns/lab/app\.py:\d+ in (create_app\.<locals>\.)?freeze, during GET /lab/freeze",
+        output,
+    ), output[-3000:]

@@ -22,8 +22,8 @@ commands:
 
 COMMANDS = {
     "probe": "probe",
-    "run": "run",
     "demo": "demo",
+    "run": "run",
     "lab": "lab",
     "rules": "rules",
     "doctor": "doctor",

@@ -154,3 +154,22 @@ def create_app(
         return row
 
     return app
+
+
+def app_from_env() -> FastAPI:
+    """The demo app as ``lifesigns demo`` runs it in each worker: settings from the environment.
+
+    ``LIFESIGNS_DEMO_DATABASE_URL``, ``LIFESIGNS_DEMO_BASE_URL`` (where the application
+    port answers) and ``LIFESIGNS_TOKEN``; the side port belongs to the agent
+    (``lifesigns run``), so the workers bind none.
+    """
+    import os
+    import tempfile
+    from pathlib import Path
+
+    default = f"sqlite+aiosqlite:///{Path(tempfile.gettempdir()) / 'lifesigns-demo.sqlite3'}"
+    return create_app(
+        os.environ.get("LIFESIGNS_DEMO_DATABASE_URL") or default,
+        token=os.environ.get("LIFESIGNS_TOKEN") or None,
+        base_url=os.environ.get("LIFESIGNS_DEMO_BASE_URL"),
+    )

@@ -2,9 +2,11 @@
 
 ``POST /lab/incidents/{name}`` starts one incident in the background and answers at once
 (202) with what to look for. The incident runs as a client would make it happen: it
-sends real requests to this service's own endpoints (``/invoices/7``, 45 concurrent
-``/exports/orders.csv``...), so lifesigns sees each one as it would in production, with
-its route. Each incident runs at most once at a time and ends by itself.
+sends requests to this service's own endpoints (``/invoices/7``, 45 concurrent
+``/exports/orders.csv``...) through the worker's whole ASGI stack, in process, so
+lifesigns sees each one as it would in production, with its route, and the incident
+stays in the worker that was asked (its logs say which pid). Each incident runs at most
+once at a time and ends by itself.
 """
 
 from __future__ import annotations
@@ -237,9 +239,8 @@ def add_lab(
             )
         if name_running(name):
             raise HTTPException(status_code=409, detail=f"{name} is already running")
-        base = str(request.base_url).rstrip("/")
         running[name] = asyncio.get_running_loop().create_task(
-            _run(incident, drivers[name], base), name=f"lab incident {name}"
+            _run(incident, drivers[name], app), name=f"lab incident {name}"
         )
         return JSONResponse(
             {
@@ -276,7 +277,7 @@ async def _import_legacy_jobs() -> None:
         importlib.import_module(name)
 
 
-async def _run(incident: Incident, driver: Driver, base: str) -> None:
+async def _run(incident: Incident, driver: Driver, app: FastAPI) -> None:
     logger.info(
         "lab: incident %s started (seeds %s): %s",
         incident.name,
@@ -284,7 +285,13 @@ async def _run(incident: Incident, driver: Driver, base: str) -> None:
         incident.what_happens,
     )
     try:
-        async with httpx.AsyncClient(base_url=base, timeout=30.0) as client:
+        # The incident's requests go through this worker's whole ASGI stack, in process:
+        # with several workers a request over the network could land in another one,
+        # while the incident's state (a flaky upstream, a held lock) lives in this one.
+        transport = httpx.ASGITransport(app=app)
+        async with httpx.AsyncClient(
+            transport=transport, base_url="http://lab.local", timeout=30.0
+        ) as client:
             async with asyncio.timeout(incident.lasts_s + 60.0):
                 await driver(client)
     except Exception:
