@@ -34,7 +34,8 @@ AUTH = {"Authorization": f"Bearer {TOKEN}"}
 LIFESIGNS = Path(sys.executable).with_name("lifesigns")
 COMMAND = [str(LIFESIGNS)] if LIFESIGNS.exists() else [sys.executable, "-m", "lifesigns"]
 README = REPO_ROOT / "README.md"
-CAPTURED: dict[str, str] = {}
+CAPTURED: dict[str, tuple[str, str]] = {}
+"""What each incident logged, and the pattern it matched: the README walkthrough's blocks."""
 
 
 @dataclass
@@ -162,8 +163,8 @@ def trigger(demo: Demo, name: str) -> int:
     return since
 
 
-def capture(name: str, text: str) -> None:
-    CAPTURED[name] = text.strip()
+def capture(name: str, text: str, pattern: str | None = None) -> None:
+    CAPTURED[name] = (text.strip(), pattern or re.escape(text.strip()[:40]))
 
 
 CASES = [
@@ -184,9 +185,11 @@ CASES = [
     ),
     (
         "regex-gil",
-        r"WARNING lifesigns\.loop: loop was stalled [\d.]+ s so far in lifesigns/lab/signup\.py:\d+"
-        r" valid_email, EMAIL\.match; class: C code holding the GIL[^\n]*",
-        8.0,
+        # Named from outside by the agent while the GIL is held (the worker's own watchdog
+        # can only speak once the regex returns).
+        r"WARNING lifesigns\.agent: worker \d \(pid \d+\) stalled [\d.]+ s in "
+        r"lifesigns/lab/signup\.py:\d+ in valid_email, holding the GIL, during POST /signup",
+        3.0,
     ),
     (
         "thread-starvation",
@@ -232,7 +235,7 @@ def test_each_incident_is_named_within_its_bound_and_the_service_recovers(
 ) -> None:
     since = trigger(demo, name)
     found = demo.wait_for(pattern, within, since)
-    capture(name, found.group(0))
+    capture(name, found.group(0), pattern)
     demo.serves()
 
 
@@ -272,18 +275,21 @@ def test_batch_behind_a_bulkhead_leaves_the_api_its_reserve(demo: Demo) -> None:
         "batch-with-bulkhead",
         f"GET /orders: {len(took)} calls during the batch, all 200, p95 {p95 * 1000:.0f} ms; "
         "bulkhead nightly: 2 of 2 connections in use, the other chunks waiting",
+        r"GET /orders: \d+ calls during the batch, all 200, p95 \d+ ms; bulkhead nightly: "
+        r"2 of 2 connections in use",
     )
+
+
+MEMORY_PATTERN = (
+    r"WARNING lifesigns\.memory: leak suspected[^\n]*lifesigns\.lab\.catalog\._rendered: "
+    r"dict[^\n]*inserted at lifesigns/lab/catalog\.py:\d+ in product_page[^\n]*"
+)
 
 
 def test_memory_leak_names_the_cache_and_its_insert_line(demo: Demo) -> None:
     since = trigger(demo, "memory-leak")
-    found = demo.wait_for(
-        r"WARNING lifesigns\.memory: leak suspected[^\n]*lifesigns\.lab\.catalog\._rendered: "
-        r"dict[^\n]*inserted at lifesigns/lab/catalog\.py:\d+ in product_page[^\n]*",
-        120.0,
-        since,
-    )
-    capture("memory-leak", found.group(0))
+    found = demo.wait_for(MEMORY_PATTERN, 120.0, since)
+    capture("memory-leak", found.group(0), MEMORY_PATTERN)
 
 
 def test_lab_cli_errors_clearly_without_a_demo_and_for_unknown_incidents() -> None:
@@ -314,17 +320,25 @@ def test_database_down_mid_run_fails_readiness_not_liveness_while_naive_health_l
     try:
         since = trigger(running, "database-down")
         seen_ready, seen_live, seen_naive = set(), set(), set()
+        bodies: list[str] = []
         deadline = time.monotonic() + 6
         while time.monotonic() < deadline:
             seen_ready.add(httpx.get(f"{running.base}/readyz", timeout=3).status_code)
-            seen_live.add(httpx.get(f"{running.base}/livez", timeout=3).status_code)
+            live = httpx.get(f"{running.base}/livez?verbose", timeout=3)
+            seen_live.add(live.status_code)
+            if live.status_code != 200:
+                bodies.append(live.text)
             seen_naive.add(httpx.get(f"{running.base}/lab/naive-health", timeout=3).status_code)
             time.sleep(0.2)
         assert 503 in seen_ready, (seen_ready, running.text()[since:][-3000:])
-        assert seen_live == {200}
+        assert seen_live == {200}, (bodies, running.text()[since:][-3000:])
         assert seen_naive == {200}  # seed 004's health check says healthy throughout
         verbose = httpx.get(f"{running.base}/readyz?verbose", timeout=3).text
-        capture("database-down", f"GET /readyz?verbose -> 503\n{verbose}")
+        capture(
+            "database-down",
+            f"GET /readyz?verbose -> 503\n{verbose}",
+            r"GET /readyz\?verbose -> 503\n(.*\n)*?\[-\]database failed",
+        )
         running.serves()
         ready_again = time.monotonic() + 20
         while httpx.get(f"{running.base}/readyz", timeout=3).status_code != 200:
@@ -334,19 +348,19 @@ def test_database_down_mid_run_fails_readiness_not_liveness_while_naive_health_l
         stop_demo(running)
 
 
-def _normalise(text: str) -> str:
-    text = re.sub(r"\d+(\.\d+)?", "N", text)
-    return re.sub(r"\s+", " ", text).strip()
-
-
 def test_readme_walkthrough_is_the_captured_output() -> None:
-    """Runs last in the module: the README's blocks are what the incidents above logged."""
+    """Runs last in the module: the README's blocks are what the incidents above logged.
+
+    Each block must match the pattern this run's own line matched (figures, request
+    numbers and sampled frames vary from run to run); LIFESIGNS_UPDATE_README=1 writes
+    this run's lines into the README.
+    """
     if not CAPTURED:
         pytest.skip("run with the incident tests of this module: nothing was captured")
     readme = README.read_text()
     blocks = dict(re.findall(r"<!-- lab:([a-z-]+) -->\n```\n(.*?)\n```", readme, flags=re.S))
     if os.environ.get("LIFESIGNS_UPDATE_README") == "1":
-        for name, text in CAPTURED.items():
+        for name, (text, _pattern) in CAPTURED.items():
 
             def put(match: re.Match[str], text: str = text) -> str:
                 return match.group(1) + text + match.group(2)
@@ -358,5 +372,5 @@ def test_readme_walkthrough_is_the_captured_output() -> None:
         return
     missing = sorted(set(CAPTURED) - set(blocks))
     assert not missing, f"README has no walkthrough block for {missing}"
-    for name, text in CAPTURED.items():
-        assert _normalise(blocks[name]) == _normalise(text), (name, blocks[name], text)
+    for name, (text, pattern) in CAPTURED.items():
+        assert re.search(pattern, blocks[name]), (name, blocks[name], text)
