@@ -20,6 +20,7 @@ import pytest
 from lifesigns import Lifesigns
 from lifesigns.errors import ConfigError
 from tests.apps.agent_harness import TOKEN, AgentRun, poll
+from tests.support.postgres import require_control
 from tests.support.servers import UvicornProcess
 
 pytestmark = pytest.mark.timeout(180)
@@ -150,3 +151,29 @@ def test_once_container_runs_in_one_worker_under_the_agent_and_fails_over(tmp_pa
         after = [r for r in _runs(runs) if r[1] > killed_at + 2 * EVERY]
         assert len({pid for pid, _ in after}) == 1, after
         print(f"once=container: {figures}; another worker took over after SIGKILL")
+
+
+def test_once_cluster_survives_a_database_restart_with_one_leader(postgres, tmp_path):
+    server = require_control(postgres)
+    runs = tmp_path / "runs.txt"
+    env = {
+        "DATABASE_URL": postgres.url(),
+        "ONCE_RUNS": str(runs),
+        "ONCE_SCOPE": "cluster",
+        "ONCE_EVERY": str(EVERY),
+    }
+    with UvicornProcess(APP, env=env) as first, UvicornProcess(APP, env=env) as second:
+        first.wait_ready(timeout=30)
+        second.wait_ready(timeout=30)
+        poll(lambda: len(_runs(runs)) >= 3, 30, "three runs")
+        server.restart()  # every session ends: the lock goes with the leader's
+        restarted = time.time()
+        # The lead is lost with the connection and taken again on a new one, by one process.
+        poll(
+            lambda: len([r for r in _runs(runs) if r[1] > restarted + 2 * EVERY]) >= 6,
+            40,
+            "six runs after the restart",
+        )
+        after = [r for r in _runs(runs) if r[1] > restarted + 2 * EVERY]
+        _one_run_per_period(after)
+        assert {pid for pid, _ in after} <= {first.pid, second.pid}

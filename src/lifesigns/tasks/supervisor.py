@@ -238,6 +238,11 @@ class Supervisor:
             if spec.every is None:
                 runners[name] = SupervisedRunner(spec, state, self.metrics, gate, redact)
                 continue
+            if self.elect is None and spec.once == "cluster":
+                raise ConfigError(
+                    f"task {spec.name!r}: once='cluster' needs the watched engines of a "
+                    "Lifesigns: register it with @signs.periodic or tasks.attach(signs)"
+                )
             leader = self.elect(spec) if self.elect is not None else None  # may raise
             if leader is not None:
                 self._leaders.append(leader)
