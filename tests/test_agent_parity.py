@@ -31,6 +31,8 @@ ASKED = [
     ("GET", "/ops/readyz/nosuch", True),
     ("GET", "/ops/started", False),
     ("GET", "/ops/startupz", False),
+    ("GET", "/ops/health", False),
+    ("GET", "/ops/health", True),
     ("GET", "/ops/metrics", False),
     ("GET", "/ops/debug/", False),
     ("GET", "/ops/debug/", True),
