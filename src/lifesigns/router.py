@@ -3,7 +3,8 @@
 Every port serves lifesigns through this one router, so a probe gets the same answer
 wherever it is asked: the application port (through the pure ASGI adapter
 :mod:`lifesigns.http.middleware`), the side port (a thread, :mod:`lifesigns.sideport`),
-and later the agent process. It knows no web framework.
+and the agent of ``lifesigns run`` (:mod:`lifesigns.agent.server`). It knows no web
+framework, and imports ``prometheus_client`` only to render a registry.
 
 Routes, under ``prefix`` and with ``paths`` renaming the five probes:
 
