@@ -7,9 +7,17 @@ One run, loopback only, bounded (about three minutes); prints Markdown tables.
 1. Detection latency, from sending the freezing request to the first log line naming the
    frame, for a Python-level stall (``time.sleep``, 2 s) and a GIL-held one (a
    catastrophic regex, about 2 s): the agent (``lifesigns run``, py-spy from outside)
-   against the in-process watchdog alone (plain uvicorn). Both at a 0.25 s threshold.
+   against the in-process watchdog alone (plain uvicorn), and aiodebug's hang inspection
+   (``aiodebug.hang_inspection``, installed and measured: a thread that writes every
+   thread's stack to a file once the loop has not turned for ``interval``; we time the
+   first file's appearance, seen from outside, and say whether it names the frame). All
+   at a 0.25 s threshold (aiodebug's ``interval``).
 2. Side-port ``/livez`` latency, polled every 100 ms during each freeze: the agent's port
-   against the in-process side port (a thread of the frozen worker).
+   against the in-process side port (a thread of the frozen worker); aiodebug has none.
+   Then gunicorn's own ``--timeout`` (3 s) kill of a frozen UvicornWorker, no lifesigns
+   agent: the time from the freezing request to the worker's death, and what is left
+   (the arbiter's ``WORKER TIMEOUT`` line, a Python traceback, lifesigns' in-process
+   report naming the frame).
 3. The cost of one out-of-process sample (py-spy, Python only, and with ``--native``).
 4. The agent's idle CPU (over 10 s) and resident memory.
 5. Requests per second through ``lifesigns run`` against the bare server (wrk, 2 workers).
@@ -153,6 +161,132 @@ def detection() -> list[str]:
     return rows
 
 
+AIODEBUG_CHILD = """
+import asyncio, re, sys, time
+from aiodebug import hang_inspection
+
+def freeze_sleep():
+    time.sleep(2)
+
+def freeze_regex():
+    re.match(r"^(a+)+$", "a" * 26 + "!")
+
+async def main():
+    hang_inspection.start(sys.argv[1], interval=float(sys.argv[3]))
+    await asyncio.sleep(0.5)
+    print(time.time(), flush=True)
+    {"sleep": freeze_sleep, "regex": freeze_regex}[sys.argv[2]]()
+    await asyncio.sleep(0.5)
+
+asyncio.run(main())
+"""
+
+
+def aiodebug_rows() -> list[str]:
+    """aiodebug's hang inspection, timed from outside: when its first stack file appears."""
+    try:
+        import aiodebug  # noqa: F401
+    except ImportError:
+        return ["| (both) | aiodebug hang inspection | not installed | |"]
+    rows = []
+    for name, kind, function in (
+        ("time.sleep", "sleep", "freeze_sleep"),
+        ("GIL-held regex", "regex", "freeze_regex"),
+    ):
+        folder = Path(tempfile.mkdtemp(prefix="lifesigns-aiodebug-"))
+        child = subprocess.Popen(
+            [sys.executable, "-c", AIODEBUG_CHILD, str(folder), kind, str(THRESHOLD)],
+            stdout=subprocess.PIPE,
+            text=True,
+        )
+        assert child.stdout is not None
+        began = float(child.stdout.readline())
+        seen: float | None = None
+        deadline = time.time() + 15
+        while time.time() < deadline and seen is None:
+            if any(folder.iterdir()):
+                seen = time.time() - began
+            else:
+                time.sleep(0.005)
+        child.wait(30)
+        files = sorted(folder.iterdir())
+        named = bool(files) and function in files[0].read_text()
+        took = "not seen" if seen is None else f"{seen:.2f} s"
+        rows.append(
+            f"| {name} | aiodebug hang inspection (in process, interval {THRESHOLD} s) | "
+            f"{took}{'' if named else ' (frame not named)'}, to a file | no probe port |"
+        )
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def gunicorn_timeout_rows(timeout: int = 3) -> list[str]:
+    """gunicorn's arbiter kills a frozen UvicornWorker after ``--timeout``: when, what is left."""
+    rows = []
+    for name, path, function in (
+        ("time.sleep", "/freeze/sleep/12", "freeze_sleep"),
+        ("GIL-held regex", "/freeze/regex/29", "freeze_regex"),
+    ):
+        port = free_port()
+        log_path = Path(tempfile.mkstemp(prefix="lifesigns-bench-gunicorn-", suffix=".log")[1])
+        env = {
+            **os.environ,
+            "PYTHONUNBUFFERED": "1",
+            "PYTHONPATH": str(REPO_ROOT),
+            "LIFESIGNS_TOKEN": TOKEN,
+            "LIFESIGNS_STALL_THRESHOLD": str(THRESHOLD),
+        }
+        command = [
+            sys.executable, "-m", "gunicorn", "-w", "1", "-k", "uvicorn_worker.UvicornWorker",
+            "-b", f"127.0.0.1:{port}", "--timeout", str(timeout),
+            "tests.apps.agent_service:app",
+        ]  # fmt: skip
+        with log_path.open("ab") as log:
+            process = subprocess.Popen(
+                command, cwd=REPO_ROOT, env=env, stdout=log, stderr=subprocess.STDOUT,
+                start_new_session=True,
+            )  # fmt: skip
+        try:
+            base = f"http://127.0.0.1:{port}"
+            worker = None
+            deadline = time.monotonic() + 30
+            while worker is None and time.monotonic() < deadline:
+                with contextlib.suppress(httpx.HTTPError):
+                    worker = httpx.get(base + "/pid", timeout=1).json()["pid"]
+                time.sleep(0.1)
+            if worker is None:
+                rows.append(f"| {name} | gunicorn --timeout {timeout} | did not start | |")
+                continue
+            fired = time.monotonic()
+            _fire(base + path)
+            killed = None
+            while time.monotonic() - fired < 30:
+                stat = Path(f"/proc/{worker}/stat")
+                if not stat.exists() or stat.read_text().rsplit(")", 1)[1].split()[0] == "Z":
+                    killed = time.monotonic() - fired
+                    break
+                time.sleep(0.01)
+            time.sleep(1.0)
+            text = log_path.read_text(errors="replace")
+            left = [
+                "`WORKER TIMEOUT`" if "WORKER TIMEOUT" in text else "no timeout line",
+                "a Python traceback" if "Traceback" in text else "no traceback",
+                f"lifesigns' in-process report names {function}"
+                if re.search(rf"stalled .*{function}", text)
+                else "no report naming the frame",
+            ]
+            took = "not killed" if killed is None else f"killed after {killed:.2f} s"
+            rows.append(
+                f"| {name} | gunicorn --timeout {timeout} (arbiter, no agent) | {took}; "
+                f"left: {', '.join(left)} | (the worker is gone) |"
+            )
+        finally:
+            with contextlib.suppress(ProcessLookupError):
+                os.killpg(process.pid, 9)
+            process.wait(10)
+    return rows
+
+
 def _s(value: float | None) -> str:
     return "not seen" if value is None else f"{value:.2f} s"
 
@@ -218,7 +352,7 @@ def throughput() -> tuple[float, float] | None:
 
 
 def main() -> None:
-    rows = detection()
+    rows = detection() + aiodebug_rows() + gunicorn_timeout_rows()
     print(f"### Stall detection and side-port latency (threshold {THRESHOLD} s)\n")
     print("| freeze | seen by | named after (from the request) | side-port /livez meanwhile |")
     print("|---|---|---|---|")

@@ -7,10 +7,12 @@ One run, loopback only, bounded (about three minutes); prints a Markdown table.
 1. Detection latency: time from the start of a block (``time.sleep`` in a coroutine)
    to the first log record about it, at a 0.1 s threshold for every tool: lifesigns
    (watchdog thread, during the block) against asyncio debug mode
-   (``slow_callback_duration=0.1``, after the callback returns). aiodebug's
-   ``log_slow_callbacks`` patches ``Handle._run`` and logs after the callback returns,
-   exactly like debug mode; it is not installed here, so its row is the mechanism's
-   bound (the block's length), not a measurement.
+   (``slow_callback_duration=0.1``, after the callback returns) and aiodebug
+   (a dev dependency, measured): ``log_slow_callbacks`` patches ``Handle._run`` and logs
+   after the callback returns, like debug mode; ``hang_inspection`` runs a thread that
+   writes every thread's stack to a file once the loop has not turned for ``interval``
+   (0.1 s here): its column is the first file's modification time minus the block's
+   start, and whether that file names the blocking frame.
 2. Liveness during a 10 s block: ``/livez`` latency on the side port against the
    in-band ``/livez`` (uvicorn, ``tests/apps/stalls.py``).
 3. Throughput: ``wrk`` against ``/hello`` with the loop layer on and off.
@@ -107,6 +109,35 @@ def detect_asyncio_debug(block: float) -> float | None:
         log.removeHandler(handler)
 
 
+def detect_aiodebug(block: float) -> tuple[float | None, bool]:
+    """aiodebug's hang inspection: when its first stack file was written, and if it names us."""
+    import tempfile
+
+    from aiodebug import hang_inspection
+
+    folder = Path(tempfile.mkdtemp(prefix="lifesigns-bench-aiodebug-"))
+
+    def blocking_frame() -> None:
+        time.sleep(block)
+
+    async def scenario() -> float:
+        inspection = hang_inspection.start(str(folder), THRESHOLD, asyncio.get_running_loop())
+        try:
+            await asyncio.sleep(0.3)
+            began = time.time()
+            blocking_frame()
+            await asyncio.sleep(0.1)
+            return began
+        finally:
+            await hang_inspection.stop_wait(inspection)
+
+    began = asyncio.run(scenario())
+    files = sorted(folder.iterdir(), key=lambda f: f.stat().st_mtime)
+    if not files:
+        return None, False
+    return files[0].stat().st_mtime - began, "blocking_frame" in files[0].read_text()
+
+
 def percentile(values: list[float], q: float) -> float:
     ordered = sorted(values)
     return ordered[min(len(ordered) - 1, round(q * (len(ordered) - 1)))]
@@ -194,10 +225,12 @@ def main() -> None:
     for block in BLOCKS:
         ours = detect_lifesigns(block)
         debug = detect_asyncio_debug(block)
+        hang, named = detect_aiodebug(block)
         fmt = lambda v: "not detected" if v is None else f"{v * 1000:.0f} ms"  # noqa: E731
         rows.append(
             f"| detection, {block:g} s block (threshold {THRESHOLD:g} s) | {fmt(ours)} | "
-            f"{fmt(debug)} | >= {block * 1000:.0f} ms (post hoc) | "
+            f"{fmt(debug)} | {fmt(hang)} (hang inspection, to a file"
+            f"{', frame named' if named else ', frame not named'}) | "
             f"<= {(THRESHOLD + 0.1) * 1000:.0f} ms |"
         )
     side, inband = liveness_during_block(tmp)

@@ -147,8 +147,10 @@ def test_the_restart_budget_stops_a_crash_loop_then_liveness_fails():
         second = _freeze_and_wait(agent, "/freeze/sleep/6", "not replaced")
         assert alive(second)
         assert "gave up after 1 restarts" in agent.log()
-        livez = agent.get("/livez", token=False)
-        assert livez.status_code == 503 and "gave up" in livez.text, livez.text
+        livez = agent.get("/livez", token=False)  # as the in-process port: reasons by token
+        assert livez.status_code == 503 and "[-]restarts failed: reason withheld" in livez.text
+        livez = agent.get("/livez")
+        assert livez.status_code == 503 and "[-]restarts failed: gave up" in livez.text, livez.text
         assert len(list(agent.incident_dir.glob("incident-*.json"))) == 2
 
 
@@ -256,6 +258,8 @@ def test_a_server_without_a_supervisor_is_never_killed_and_fails_liveness_instea
         threading.Thread(target=call, daemon=True).start()
         agent.wait_for_log(r"not replaced: the worker is the server itself", 15, since=since)
         livez = agent.get("/livez", token=False)
+        assert livez.status_code == 503 and "reason withheld" in livez.text, livez.text
+        livez = agent.get("/livez")
         assert livez.status_code == 503 and "cannot be replaced" in livez.text, livez.text
         assert alive(worker["pid"])
         # Once it beats again, the service is alive again.

@@ -15,12 +15,13 @@ from pathlib import Path
 
 import pytest
 
+from lifesigns._config import Settings
 from lifesigns._secrets import SecretRedactor
 from lifesigns.agent.incidents import IncidentWriter
 from lifesigns.agent.monitor import AgentSettings, Monitor
 from lifesigns.agent.restarts import RestartBudget
 from lifesigns.agent.sampler import is_application_frame, py_spy, sample
-from lifesigns.agent.server import AgentRouter
+from lifesigns.agent.server import AgentHost, AgentSidePort
 from lifesigns.agent.slots import SlotTable
 
 SRC = str(Path(__file__).resolve().parents[1] / "src")
@@ -43,6 +44,26 @@ FROZEN = textwrap.dedent(
 )
 
 needs_py_spy = pytest.mark.skipif(py_spy() is None, reason="py-spy is not installed")
+
+
+class Port:
+    """The agent's side port on a free port, asked through its router (no socket needed)."""
+
+    def __init__(self, monitor: Monitor, token: str | None, incidents=None) -> None:
+        host = AgentHost(monitor, Settings(token=token), incidents=incidents)
+        self.side = AgentSidePort(host, "127.0.0.1", 0)
+        self.side.start()
+
+    def route(self, method: str, target: str, headers: dict[str, str]):
+        path, _, query = target.partition("?")
+        reply = self.side.router.handle(method, path, query, headers)
+        return reply.status, reply.content_type, reply.body
+
+    def __enter__(self) -> Port:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.side.stop()
 
 
 @pytest.fixture
@@ -102,7 +123,11 @@ def test_a_frozen_worker_in_a_dry_run_is_recorded_and_fails_liveness(frozen_work
     incidents = IncidentWriter(tmp_path / "incidents", redact=SecretRedactor([TOKEN]).redact)
     settings = AgentSettings(stall_threshold=0.1, live_fail_after=0.5, dry_run=True)
     monitor = Monitor(table, settings, runtime_dir=tmp_path, incidents=incidents)
-    router = AgentRouter(monitor, token=TOKEN, incidents=incidents)
+    with Port(monitor, TOKEN, incidents) as router:
+        _look_at_a_frozen_worker(router, monitor, incidents, process, index)
+
+
+def _look_at_a_frozen_worker(router, monitor, incidents, process, index):
     auth = {"authorization": f"Bearer {TOKEN}"}
     monitor.check()  # the slot was taken a moment ago: a first look, no stall yet
     deadline = time.monotonic() + 20
@@ -114,6 +139,8 @@ def test_a_frozen_worker_in_a_dry_run_is_recorded_and_fails_liveness(frozen_work
     text = body.decode()
     assert status == 503, text
     assert "cannot be replaced (dry run)" in text and "all 1 workers frozen" in text
+    status, _, body = router.route("GET", "/livez", {})
+    assert status == 503 and f"[-]worker-{index} failed: reason withheld" in body.decode()
     assert "frozen_app.py:7 in frozen_in_regex, holding the GIL, during GET /reports/{id}" in text
     assert router.route("GET", "/readyz", {})[0] == 503
     status, _, body = router.route("GET", f"/debug/stalls?worker={index}", auth)
@@ -136,7 +163,11 @@ def test_a_frozen_worker_in_a_dry_run_is_recorded_and_fails_liveness(frozen_work
 def test_the_router_keeps_dumps_behind_the_token(tmp_path):
     table = SlotTable.create(tmp_path / "slots", 2)
     monitor = Monitor(table, AgentSettings(), runtime_dir=tmp_path)
-    router = AgentRouter(monitor, token=TOKEN)
+    with Port(monitor, TOKEN) as router, Port(monitor, None) as no_token:
+        _ask_without_and_with_the_token(router, no_token)
+
+
+def _ask_without_and_with_the_token(router, no_token):
     assert router.route("GET", "/livez", {})[0] == 200  # no worker yet: nothing is frozen
     assert router.route("GET", "/readyz", {})[0] == 503  # ... and nothing is ready
     assert router.route("GET", "/debug/workers", {})[0] == 401
@@ -148,7 +179,6 @@ def test_the_router_keeps_dumps_behind_the_token(tmp_path):
     assert router.route("GET", "/debug/nothing", auth)[0] == 404
     assert router.route("POST", "/livez", {})[0] == 405
     assert router.route("GET", "/elsewhere", {})[0] == 404
-    no_token = AgentRouter(monitor, token=None)
     assert no_token.route("GET", "/debug/workers", {"authorization": "Bearer "})[0] == 401
 
 

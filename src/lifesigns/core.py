@@ -38,6 +38,43 @@ F = TypeVar("F", bound=Callable[..., Any])
 Lifespan = Callable[[Any], AbstractAsyncContextManager[Any]]
 
 
+def _advisory_sessions(engine: AsyncEngine) -> Callable[[str], Any]:
+    """Dedicated autocommit connections for once='cluster' locks, never from the app's pool."""
+    from sqlalchemy import text
+    from sqlalchemy.ext.asyncio import create_async_engine
+    from sqlalchemy.pool import NullPool
+
+    own = create_async_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
+
+    class Session:
+        def __init__(self, connection: Any) -> None:
+            self.connection = connection
+
+        async def scalar(self, sql: str, params: Mapping[str, Any]) -> Any:
+            return (await self.connection.execute(text(sql), dict(params))).scalar()
+
+        async def rows(self, sql: str, params: Mapping[str, Any]) -> list[dict[str, Any]]:
+            result = await self.connection.execute(text(sql), dict(params))
+            return [dict(row._mapping) for row in result]
+
+        async def close(self) -> None:
+            await self.connection.close()
+
+    async def connect(label: str) -> Session:
+        connection = await own.connect()
+        session = Session(connection)
+        try:
+            await session.scalar(
+                "SELECT set_config('application_name', :name, false)", {"name": label[:63]}
+            )
+        except BaseException:
+            await session.close()
+            raise
+        return session
+
+    return connect
+
+
 class _StartupStepFn(Protocol):
     async def __call__(self) -> object: ...
 
@@ -174,6 +211,7 @@ class Lifesigns:
         self.requests: RequestTracker = host.requests  # type: ignore[assignment]
         register_request_metrics(self.registry, self.requests)
         self._engines: dict[str, WatchedEngine] = {}
+        self._container_leader: Any = None  # once="container": one per process (tasks.once)
         self._dependencies: list[tuple[Dependency, Check | None]] = []
         self._startup_steps: list[tuple[str, _StartupStepFn, float]] = []
         self._running: list[Component] = []
@@ -227,7 +265,46 @@ class Lifesigns:
     def _tasks(self) -> Supervisor:
         from . import tasks
 
-        return tasks.attach(self.host)
+        supervisor = tasks.attach(self.host)
+        if supervisor.elect is None:
+            supervisor.elect = self._elect
+        return supervisor
+
+    def _elect(self, spec: Any) -> Any:
+        """The :class:`~lifesigns.tasks.once.Leader` of periodic task ``spec`` (at start)."""
+        from .agent.worker import agent_dir
+        from .tasks import once
+
+        if spec.once == "worker":
+            return once.Everyone()
+        folder = agent_dir()
+        if folder is not None and self._container_leader is None:
+            self._container_leader = once.FileLeader(folder / "periodic.lock")
+        container = self._container_leader if folder is not None else None
+        if spec.once == "container":
+            return container or once.Everyone("no `lifesigns run` agent: every process runs it")
+        name, engine = self._cluster_engine(spec.name, spec.engine)
+        cluster = once.AdvisoryLeader(
+            _advisory_sessions(engine),
+            once.advisory_key(self.settings.service, spec.name),
+            engine=name,
+        )
+        return once.Both(container, cluster) if container is not None else cluster
+
+    def _cluster_engine(self, task: str, name: str | None) -> tuple[str, AsyncEngine]:
+        engines = self._engines
+        postgres = [n for n, w in engines.items() if w.sync_engine.dialect.name == "postgresql"]
+        if name is None and len(postgres) == 1:
+            name = postgres[0]
+        watched = engines.get(name) if name is not None else None
+        if watched is None or name not in postgres or not isinstance(watched.engine, AsyncEngine):
+            raise ConfigError(
+                f"task {task!r}: once='cluster' needs a watched async PostgreSQL engine"
+                f"{'' if name is None else f' (engine={name!r})'}; watched PostgreSQL "
+                f"engines: {', '.join(postgres) or 'none'} (signs.watch_engine(...), and "
+                "engine=<name> when there are several)"
+            )
+        return name, watched.engine
 
     def __repr__(self) -> str:
         s = self.settings

@@ -3,7 +3,8 @@
 Every port serves lifesigns through this one router, so a probe gets the same answer
 wherever it is asked: the application port (through the pure ASGI adapter
 :mod:`lifesigns.http.middleware`), the side port (a thread, :mod:`lifesigns.sideport`),
-and later the agent process. It knows no web framework.
+and the agent of ``lifesigns run`` (:mod:`lifesigns.agent.server`). It knows no web
+framework, and imports ``prometheus_client`` only to render a registry.
 
 Routes, under ``prefix`` and with ``paths`` renaming the five probes:
 
@@ -51,10 +52,8 @@ import threading
 import time
 from collections.abc import Callable, Collection, Coroutine, Iterable, Mapping
 from dataclasses import dataclass, field
-from typing import Any, Protocol
+from typing import TYPE_CHECKING, Any, Protocol, runtime_checkable
 from urllib.parse import parse_qs
-
-from prometheus_client import CollectorRegistry, Counter
 
 from ._config import Settings
 from ._surfaces import DEBUG, LIVE, METRICS, PROBES, SURFACES
@@ -62,14 +61,18 @@ from .errors import LifesignsError
 from .health import ProbeResult, StartupStep, UnknownCheckError
 from .health.render import HEALTH_JSON, health_json, probe_text, startup_lines
 from .live import LiveView, page_html
-from .metrics import CONTENT_TYPE as METRICS_CONTENT_TYPE
-from .metrics import render
+
+if TYPE_CHECKING:  # the agent process serves this router and imports no prometheus_client
+    from prometheus_client import CollectorRegistry
 
 __all__ = [
     "Answer",
+    "DumpRefused",
+    "Exposition",
     "LoopBridge",
     "ProbeRouter",
     "ProbeSource",
+    "QueryDump",
     "RouterHost",
 ]
 
@@ -77,7 +80,40 @@ TEXT = "text/plain; charset=utf-8"
 JSON = "application/json"
 STALE_HEADER = "X-Lifesigns-Stale"
 
-Dump = Callable[[], Mapping[str, Any]]
+
+@dataclass(frozen=True)
+class QueryDump:
+    """A dump that reads the request's query string (``/debug/stalls?worker=N``).
+
+    ``produce`` gets the parsed query (name -> values) and may raise
+    :class:`DumpRefused` for a query it cannot answer.
+    """
+
+    produce: Callable[[Mapping[str, list[str]]], Mapping[str, Any]]
+
+
+class DumpRefused(LifesignsError):
+    """A dump refuses its query: answered with ``status`` (400, 404) and the message."""
+
+    def __init__(self, status: int, message: str) -> None:
+        self.status = status
+        super().__init__(message)
+
+
+Dump = Callable[[], Mapping[str, Any]] | QueryDump
+"""A debug dump: a function of nothing, or a :class:`QueryDump`."""
+
+
+@runtime_checkable
+class Exposition(Protocol):
+    """A ``/metrics`` text made elsewhere (the agent merging its workers' files)."""
+
+    content_type: str
+
+    def exposition(self) -> str:
+        """The whole text exposition."""
+        ...
+
 
 # The live page holds nothing secret, but its lab buttons act: no framing (clickjacking).
 _PAGE_HEADERS = (
@@ -137,9 +173,17 @@ class _Redactor(Protocol):
     def redact(self, text: str) -> str: ...
 
 
+class _Increment(Protocol):
+    def inc(self) -> None: ...
+
+
+class _Counter(Protocol):
+    def labels(self, *values: str) -> _Increment: ...
+
+
 class _ProbeCounters(Protocol):
     @property
-    def probe_answers(self) -> Counter: ...
+    def probe_answers(self) -> _Counter: ...
 
 
 class RouterHost(Protocol):
@@ -171,8 +215,8 @@ class RouterHost(Protocol):
         ...
 
     @property
-    def registry(self) -> CollectorRegistry:
-        """What ``/metrics`` exposes."""
+    def registry(self) -> CollectorRegistry | Exposition:
+        """What ``/metrics`` exposes: a registry, or an already made text."""
         ...
 
     @property
@@ -481,10 +525,14 @@ class ProbeRouter:
                 reply = self._unavailable(request, unavailable)
             return self._counted(request.probe, reply)
         if request.probe == "debug":
-            reply = self._debug_answer(request) or self._dump_in_thread(request.rest)
+            reply = self._debug_answer(request) or self._dump_in_thread(
+                request.rest, request.params
+            )
             return self._counted("debug", reply)
         if request.probe == "live":
-            reply = self._live_answer(request) or self._dump_in_thread("live", self._live_data)
+            reply = self._live_answer(request) or self._dump_in_thread(
+                "live", request.params, self._live_data
+            )
             return self._counted("live", reply)
         return self._counted(request.probe, self._sync(request))
 
@@ -502,10 +550,14 @@ class ProbeRouter:
         if request.probe in ("readyz", "health"):
             return self._counted(request.probe, await self._on_loop(request))
         if request.probe == "debug":
-            reply = self._debug_answer(request) or await self._dump_async(request.rest)
+            reply = self._debug_answer(request) or await self._dump_async(
+                request.rest, request.params
+            )
             return self._counted("debug", reply)
         if request.probe == "live":
-            reply = self._live_answer(request) or await self._dump_async("live", self._live_data)
+            reply = self._live_answer(request) or await self._dump_async(
+                "live", request.params, self._live_data
+            )
             return self._counted("live", reply)
         return self._counted(request.probe, self._sync(request))
 
@@ -550,7 +602,12 @@ class ProbeRouter:
             progress = startup_lines(self.host.lifecycle.steps, detailed=request.detailed)
             return self._text(request, probes.startup(), progress)
         # metrics
-        return answer(200, render(self.host.registry), METRICS_CONTENT_TYPE)
+        registry = self.host.registry
+        if isinstance(registry, Exposition):
+            return answer(200, registry.exposition(), registry.content_type)
+        from .metrics import CONTENT_TYPE, render  # prometheus_client: not in the agent
+
+        return answer(200, render(registry), CONTENT_TYPE)
 
     async def _on_loop(self, request: _Request) -> Answer:
         probes = self.host.probes
@@ -658,7 +715,9 @@ class ProbeRouter:
         """``/lifesigns/data``: read in a dump thread, never on the loop (see LiveView)."""
         return LiveView(self.host).data()
 
-    def _start_dump(self, name: str, producer: Dump) -> concurrent.futures.Future[str] | None:
+    def _start_dump(
+        self, name: str, producer: Dump, params: Mapping[str, list[str]]
+    ) -> concurrent.futures.Future[str] | None:
         """Run ``producer`` in a daemon thread of its own; ``None`` when too many still run."""
         if not self._slots.take():
             return None
@@ -668,7 +727,8 @@ class ProbeRouter:
 
         def work() -> None:
             try:
-                text = json.dumps(dict(producer()), indent=2, default=str) + "\n"
+                data = producer.produce(params) if isinstance(producer, QueryDump) else producer()
+                text = json.dumps(dict(data), indent=2, default=str) + "\n"
                 future.set_result(redact(text))
             except BaseException as exc:  # reported to the caller, not raised in a thread
                 future.set_exception(exc)
@@ -680,8 +740,10 @@ class ProbeRouter:
         threading.Thread(target=work, name=f"lifesigns-dump-{name}", daemon=True).start()
         return future
 
-    def _dump_in_thread(self, name: str, producer: Dump | None = None) -> Answer:
-        future = self._start_dump(name, producer or self.host.dumps[name])
+    def _dump_in_thread(
+        self, name: str, params: Mapping[str, list[str]], producer: Dump | None = None
+    ) -> Answer:
+        future = self._start_dump(name, producer or self.host.dumps[name], params)
         if future is None:
             return self._too_many(name)
         try:
@@ -692,8 +754,10 @@ class ProbeRouter:
             return self._failed(name, exc)
         return answer(200, text, JSON)
 
-    async def _dump_async(self, name: str, producer: Dump | None = None) -> Answer:
-        future = self._start_dump(name, producer or self.host.dumps[name])
+    async def _dump_async(
+        self, name: str, params: Mapping[str, list[str]], producer: Dump | None = None
+    ) -> Answer:
+        future = self._start_dump(name, producer or self.host.dumps[name], params)
         if future is None:
             return self._too_many(name)
         try:
@@ -717,6 +781,8 @@ class ProbeRouter:
         return json_answer(503, {"error": message, "dump": name}, extra=[("Retry-After", "5")])
 
     def _failed(self, name: str, exc: BaseException) -> Answer:
+        if isinstance(exc, DumpRefused):
+            return answer(exc.status, self.host.redactor.redact(f"{exc}\n"))
         message = self.host.redactor.redact(f"dump {name!r} failed: {type(exc).__name__}: {exc}")
         return json_answer(500, {"error": message, "dump": name})
 

@@ -23,7 +23,9 @@ from pathlib import Path
 
 __all__ = ["CONTENT_TYPE", "merge", "relabel"]
 
-CONTENT_TYPE = "text/plain; version=0.0.4; charset=utf-8"
+# What the workers' prometheus_client writes (CONTENT_TYPE_LATEST), said without importing
+# it; tests/test_agent_parity.py compares it with an in-process port's.
+CONTENT_TYPE = "text/plain; version=1.0.0; charset=utf-8"
 
 _HEAD = re.compile(r"^# (HELP|TYPE) (\S+)")
 _SUFFIXES = ("_bucket", "_count", "_sum", "_total", "_created", "_info", "_gcount", "_gsum")

@@ -1,123 +1,210 @@
 """The agent's side port: one per container, for every worker, served by the agent.
 
-Routing (:func:`route`: method, target, headers -> status, headers, body) is apart from the
-socket code (:class:`SidePortServer`, a standard library ``ThreadingHTTPServer`` on the
-agent's own threads), so that the shared probe router can take its place.
+It is the shared probe router (:class:`lifesigns.router.ProbeRouter`) served by the shared
+side-port server (:class:`lifesigns.sideport.SidePort`), answering from the agent's
+:class:`~lifesigns.agent.monitor.Monitor` instead of an in-process ``Probes``: the same
+paths (``prefix`` and ``paths`` from the ``LIFESIGNS_*`` environment, as in the workers),
+the same ``?verbose``, token, redaction, dump timeout and counting as an in-process side
+port. What the agent brings (:class:`AgentHost`):
 
 * ``/livez``: fails only when the service cannot serve (see
-  :meth:`~lifesigns.agent.monitor.Monitor.liveness`); ``?verbose`` lists every worker.
-* ``/readyz``: ready when at least ``min_ready`` workers (default all) are ready.
+  :meth:`~lifesigns.agent.monitor.Monitor.liveness`); one line per worker
+  (``worker-<slot>``), its reason with the token.
+* ``/readyz``: ready when at least ``min_ready`` workers (default all) are ready;
+  ``/readyz/worker-<slot>`` asks about one worker.
+* ``/startupz``: passes once a worker has been ready.
 * ``/metrics``: every worker's metrics labelled ``worker="<slot>"``, and the agent's own
-  (:mod:`~lifesigns.agent.metrics`).
-* ``/debug/``, ``/debug/workers``, ``/debug/stalls?worker=N``, ``/debug/published?worker=N``
-  (what the worker last published), ``/debug/threads?worker=N`` (sampled live with py-spy,
-  one at a time), ``/debug/incidents``: with the bearer token (``LIFESIGNS_TOKEN``) only.
+  (:mod:`~lifesigns.agent.metrics`), with no metrics library imported.
+* ``/debug/workers``, ``/debug/stalls?worker=N``, ``/debug/published?worker=N`` (what the
+  worker last published), ``/debug/threads?worker=N`` (sampled live with py-spy, one at a
+  time), ``/debug/incidents``: with the bearer token (``LIFESIGNS_TOKEN``) only.
 
-Every connection has a 5 s socket timeout and at most ``max_connections`` are served at
-once (further ones are closed at once): a probe flood cannot pile up threads.
+The router reaches checks through an event loop (:class:`~lifesigns.router.LoopBridge`);
+the agent has no application loop, so :class:`AgentSidePort` runs a small one of its own
+in a daemon thread, where readiness costs a few microseconds and never blocks.
 """
 
 from __future__ import annotations
 
-import json
-import logging
+import asyncio
+import contextlib
 import threading
-from collections.abc import Mapping
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+import time
+from collections.abc import Collection, Mapping
 from typing import Any
-from urllib.parse import parse_qs, urlsplit
 
+from .._config import Settings
 from .._secrets import SecretRedactor, tokens_match
+from ..errors import UnknownCheckError
+from ..health.check import CheckResult
+from ..health.probes import ProbeResult
+from ..health.status import Status
+from ..router import DumpRefused, ProbeRouter, QueryDump
+from ..sideport import SidePort
 from . import metrics
 from .incidents import IncidentWriter
 from .monitor import Monitor
 
-logger = logging.getLogger("lifesigns.agent")
-
-Answer = tuple[int, dict[str, str], bytes]
-
-_TEXT = {"Content-Type": "text/plain; charset=utf-8"}
-_JSON = {"Content-Type": "application/json"}
-_DUMPS = ("incidents", "published", "stalls", "threads", "workers")
+__all__ = ["AgentHost", "AgentProbes", "AgentSidePort"]
 
 
-class AgentRouter:
-    """Answers the side port's requests from the monitor's state; no socket here."""
+class AgentProbes:
+    """The probe decisions from the monitor: a :class:`lifesigns.router.ProbeSource`."""
 
-    def __init__(
-        self,
-        monitor: Monitor,
-        *,
-        token: str | None,
-        incidents: IncidentWriter | None = None,
-        redactor: SecretRedactor | None = None,
-    ) -> None:
+    def __init__(self, monitor: Monitor, budget: float = 0.8) -> None:
         self.monitor = monitor
-        self.token = token
-        self.incidents = incidents
-        self.redactor = redactor or SecretRedactor([token] if token else [])
+        self._budget = budget
+        self._last: ProbeResult | None = None
+        self._started = False
 
-    def authorized(self, headers: Mapping[str, str]) -> bool:
-        """Whether the ``Authorization`` header carries the bearer token."""
-        value = headers.get("authorization") or headers.get("Authorization") or ""
-        if not value.lower().startswith("bearer "):
-            return False
-        return tokens_match(value[7:].strip(), self.token)
+    @property
+    def budget(self) -> float:
+        """Seconds a probe may spend (the agent's answers take microseconds)."""
+        return self._budget
 
-    def route(self, method: str, target: str, headers: Mapping[str, str]) -> Answer:
-        """Answer one request: status, headers, body."""
-        if method not in ("GET", "HEAD"):
-            return 405, {**_TEXT, "Allow": "GET, HEAD"}, b"only GET and HEAD\n"
-        parts = urlsplit(target)
-        params = parse_qs(parts.query, keep_blank_values=True)
-        path = parts.path.rstrip("/") or "/"
-        if path == "/livez":
-            return self._livez("verbose" in params, self.authorized(headers))
-        if path == "/readyz":
-            return self._readyz("verbose" in params)
-        if path == "/metrics":
-            return self._metrics()
-        if path == "/debug" or path.startswith("/debug/"):
-            if not self.authorized(headers):
-                return (
-                    401,
-                    {**_TEXT, "WWW-Authenticate": 'Bearer realm="lifesigns"'},
-                    b"dumps need the bearer token (Authorization: Bearer ...)\n",
-                )
-            return self._debug(path.removeprefix("/debug").strip("/"), params)
-        return 404, _TEXT, b"not found; try /livez, /readyz or /debug/\n"
+    @property
+    def last_readiness(self) -> ProbeResult | None:
+        """The most recent readiness answer."""
+        return self._last
 
-    def _livez(self, verbose: bool, detailed: bool) -> Answer:
-        alive, reasons = self.monitor.liveness()
-        lines = [f"[-]{reason}" for reason in reasons]
-        if verbose:
-            for w in self.monitor.workers():
-                state = "ok"
-                if w["stall"] is not None:
-                    state = f"stalled {w['heartbeat_age_s']:.1f} s"
-                    if detailed:
-                        state += f": {w['stall']['headline']}"
-                lines.append(
-                    f"[{'+' if w['stall'] is None else '-'}]worker {w['slot']} pid {w['pid']} "
-                    f"{w['phase']} heartbeat {w['heartbeat_age_s']:.3f} s ago {state}"
-                )
-        lines.append("livez check passed" if alive else "livez check failed")
-        body = self.redactor.redact("\n".join(lines) + "\n").encode()
-        return (200 if alive else 503), _TEXT, body
-
-    def _readyz(self, verbose: bool) -> Answer:
-        ready, reason = self.monitor.readiness()
-        lines = [f"[{'+' if ready else '-'}]{reason}"] if verbose or not ready else []
-        if verbose:
-            for w in self.monitor.workers():
-                mark = "+" if w["ready"] else "-"
-                lines.append(f"[{mark}]worker {w['slot']} pid {w['pid']} {w['phase']}")
-        lines.append("readyz check passed" if ready else "readyz check failed")
-        return (200 if ready else 503), _TEXT, ("\n".join(lines) + "\n").encode()
-
-    def _metrics(self) -> Answer:
+    def liveness(self) -> ProbeResult:
+        """Alive unless a frozen worker cannot be replaced, every worker is frozen, or the
+        restart budget ran out; one check per worker."""
         m = self.monitor
+        alive, reasons = m.liveness()
+        now = time.time()
+        checks: list[CheckResult] = []
+        if m.gave_up:
+            checks.append(CheckResult("restarts", Status.FAIL, 0.0, now, error=m.gave_up))
         workers = m.workers()
+        failing = {w["slot"]: r for w in workers for r in reasons if f"worker {w['slot']} " in r}
+        for w in workers:
+            state = f"pid {w['pid']} {w['phase']}, heartbeat {w['heartbeat_age_s']:.3f} s ago"
+            if w["stall"] is not None:
+                state += f", stalled: {w['stall']['headline']}"
+            status = Status.PASS
+            if w["slot"] in failing:
+                status, state = Status.FAIL, f"{failing[w['slot']]}; {state}"
+            elif w["stall"] is not None:
+                status = Status.WARN
+            checks.append(CheckResult(f"worker-{w['slot']}", status, 0.0, now, error=state))
+        everyone = f"all {len(workers)} workers frozen"
+        if everyone in reasons:
+            checks.append(CheckResult("workers", Status.FAIL, 0.0, now, error=everyone))
+        reason = "; ".join(reasons) if reasons else f"{len(workers)} workers, none lost"
+        return ProbeResult(
+            "livez",
+            Status.PASS if alive else Status.FAIL,
+            reason,
+            tuple(checks),
+            public_reason=None if alive else "a worker cannot serve",
+        )
+
+    def startup(self) -> ProbeResult:
+        """Passes once a worker has been ready (and from then on)."""
+        if not self._started:
+            self._started = any(w["ready"] for w in self.monitor.workers())
+        if self._started:
+            return ProbeResult("startupz", Status.PASS, "a worker has been ready")
+        return ProbeResult("startupz", Status.FAIL, "no worker ready yet", public_reason="starting")
+
+    def _readiness_checks(self) -> tuple[Status, str, list[CheckResult]]:
+        ready, reason = self.monitor.readiness()
+        now = time.time()
+        overall = Status.PASS if ready else Status.FAIL
+        checks = [CheckResult("workers", overall, 0.0, now, error=reason)]
+        threshold = self.monitor.settings.stall_threshold
+        for w in self.monitor.workers():
+            serving = w["ready"] and w["heartbeat_age_s"] < threshold
+            state = f"pid {w['pid']} {w['phase']}, heartbeat {w['heartbeat_age_s']:.3f} s ago"
+            checks.append(
+                CheckResult(
+                    f"worker-{w['slot']}",
+                    Status.PASS if serving else Status.WARN,
+                    0.0,
+                    now,
+                    critical=False,
+                    error=state,
+                )
+            )
+        return (Status.PASS if ready else Status.FAIL), reason, checks
+
+    async def readiness(
+        self, exclude: Collection[str] = (), only: str | None = None
+    ) -> ProbeResult:
+        """Ready when at least ``min_ready`` workers are; ``only``: one worker's check."""
+        status, reason, checks = self._readiness_checks()
+        names = [c.name for c in checks]
+        if only is not None:
+            if only not in names:
+                raise UnknownCheckError([only], names)
+            chosen = [c for c in checks if c.name == only]
+            status = Status.FAIL if chosen[0].status is Status.WARN else chosen[0].status
+            return ProbeResult("readyz", status, chosen[0].error or "ok", tuple(chosen))
+        unknown = [n for n in exclude if n not in names and not n.startswith("worker-")]
+        if unknown:
+            raise UnknownCheckError(unknown, names)
+        kept = [c for c in checks if c.name not in exclude]
+        if "workers" in exclude:
+            status = Status.PASS
+        result = ProbeResult(
+            "readyz",
+            status,
+            reason,
+            tuple(kept),
+            excluded=tuple(n for n in names if n in exclude),
+        )
+        self._last = result
+        return result
+
+    async def health(self, exclude: Collection[str] = ()) -> ProbeResult:
+        """Readiness's checks, for ``/health``."""
+        result = await self.readiness(exclude)
+        return ProbeResult("health", result.status, result.reason, result.checks, result.excluded)
+
+
+class _Steps:
+    steps: tuple[Any, ...] = ()
+
+
+class _Answers:
+    """``lifesigns_probe_answers_total`` by probe and code, without a metrics library."""
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self.counts: dict[tuple[str, str], int] = {}
+
+    def labels(self, *values: str) -> _Answers._One:
+        return _Answers._One(self, (values[0], values[1]))
+
+    class _One:
+        def __init__(self, owner: _Answers, key: tuple[str, str]) -> None:
+            self.owner, self.key = owner, key
+
+        def inc(self) -> None:
+            with self.owner._lock:
+                self.owner.counts[self.key] = self.owner.counts.get(self.key, 0) + 1
+
+
+class _Counters:
+    def __init__(self) -> None:
+        self.probe_answers = _Answers()
+
+
+class _MergedMetrics:
+    """Every worker's published exposition labelled by slot, plus the agent's own."""
+
+    content_type = metrics.CONTENT_TYPE
+
+    def __init__(self, host: AgentHost) -> None:
+        self.host = host
+
+    def exposition(self) -> str:
+        m = self.host.monitor
+        workers = m.workers()
+        answers = self.host.metrics.probe_answers
+        with answers._lock:
+            counted = sorted(answers.counts.items())
         own = "".join(
             [
                 metrics.family(
@@ -150,156 +237,136 @@ class AgentRouter:
                     "Frozen workers replaced.",
                     [("", m.restarts)],
                 ),
+                metrics.family(
+                    "lifesigns_agent_probe_answers_total",
+                    "counter",
+                    "Probe requests the agent's side port answered, by probe and HTTP code.",
+                    [(f'probe="{p}",code="{c}"', n) for (p, c), n in counted],
+                ),
             ]
         )
         published = metrics.read_published(m.runtime_dir, [w["slot"] for w in workers])
-        text = self.redactor.redact(metrics.merge(published, own))
-        return 200, {"Content-Type": metrics.CONTENT_TYPE}, text.encode()
-
-    def _debug(self, name: str, params: dict[str, list[str]]) -> Answer:
-        slot = None
-        if "worker" in params:
-            raw = params["worker"][0]
-            if not raw.isdigit():
-                return (
-                    400,
-                    _TEXT,
-                    f"worker={raw!r} is not a slot number; see /debug/workers\n".encode(),
-                )
-            slot = int(raw)
-        data: Any
-        if name == "":
-            data = {"dumps": list(_DUMPS)}
-        elif name == "workers":
-            data = {"workers": self.monitor.workers(), "restarts": self.monitor.restarts}
-        elif name == "stalls":
-            data = self.monitor.stalls(slot)
-        elif name == "published":
-            if slot is None:
-                return 400, _TEXT, b"published needs ?worker=N (a slot number)\n"
-            data = self.monitor.published(slot)
-            if data is None:
-                return 404, _TEXT, f"worker {slot} has published nothing\n".encode()
-        elif name == "threads":
-            if slot is None:
-                return 400, _TEXT, b"threads needs ?worker=N (a slot number)\n"
-            data = self.monitor.sample_live(slot)
-            if data is None:
-                return 404, _TEXT, f"no worker in slot {slot}\n".encode()
-        elif name == "incidents":
-            data = {"incidents": self.incidents.recent() if self.incidents else []}
-        else:
-            return (
-                404,
-                _TEXT,
-                f"no dump {name!r}; dumps: {', '.join(_DUMPS)}\n".encode(),
-            )
-        text = self.redactor.redact(json.dumps(data, indent=2, default=str))
-        return 200, _JSON, (text + "\n").encode()
+        return self.host.redactor.redact(metrics.merge(published, own))
 
 
-class _Server(ThreadingHTTPServer):
-    daemon_threads = True
-    block_on_close = False
-    allow_reuse_address = True
-
-    def __init__(self, address: tuple[str, int], router: AgentRouter, limit: int) -> None:
-        self.router = router
-        self.slots = threading.BoundedSemaphore(limit)
-        super().__init__(address, _Handler)
-
-    def process_request(self, request: Any, client_address: Any) -> None:
-        if not self.slots.acquire(blocking=False):
-            self.shutdown_request(request)
-            return
-        super().process_request(request, client_address)
-
-    def process_request_thread(self, request: Any, client_address: Any) -> None:
-        try:
-            super().process_request_thread(request, client_address)
-        finally:
-            self.slots.release()
+def _slot(params: Mapping[str, list[str]], dump: str, *, required: bool) -> int | None:
+    if "worker" not in params:
+        if required:
+            raise DumpRefused(400, f"{dump} needs ?worker=N (a slot number; see /debug/workers)")
+        return None
+    raw = params["worker"][0]
+    if not raw.isdigit():
+        raise DumpRefused(400, f"worker={raw!r} is not a slot number; see /debug/workers")
+    return int(raw)
 
 
-class _Handler(BaseHTTPRequestHandler):
-    server: _Server
-    timeout = 5.0
-    server_version = "lifesigns-agent"
-    sys_version = ""
+class AgentHost:
+    """What the shared router answers from in the agent: a :class:`lifesigns.router.RouterHost`."""
 
-    def do_GET(self) -> None:
-        self._answer(body=True)
+    def __init__(
+        self,
+        monitor: Monitor,
+        settings: Settings,
+        *,
+        incidents: IncidentWriter | None = None,
+        redactor: SecretRedactor | None = None,
+    ) -> None:
+        self.monitor = monitor
+        self.settings = settings
+        self.incidents = incidents
+        token = settings.token
+        self.redactor = redactor or SecretRedactor([token] if token else [])
+        self.probes = AgentProbes(monitor, settings.probe_budget)
+        self.lifecycle = _Steps()
+        self.metrics = _Counters()
+        self.registry = _MergedMetrics(self)
+        self.dumps: dict[str, Any] = {
+            "incidents": self._incidents,
+            "published": QueryDump(self._published),
+            "stalls": QueryDump(self._stalls),
+            "threads": QueryDump(self._threads),
+            "workers": self._workers,
+        }
 
-    def do_HEAD(self) -> None:
-        self._answer(body=False)
+    def is_authorized(self, authorization: str | None) -> bool:
+        """Whether an ``Authorization`` header carries ``LIFESIGNS_TOKEN``."""
+        if not authorization or not authorization.lower().startswith("bearer "):
+            return False
+        return tokens_match(authorization[7:].strip(), self.settings.token)
 
-    def log_message(self, format: str, *args: Any) -> None:
-        """Silence per-request logging: probes arrive every few seconds."""
+    def _workers(self) -> dict[str, Any]:
+        return {"workers": self.monitor.workers(), "restarts": self.monitor.restarts}
 
-    def _answer(self, *, body: bool) -> None:
-        try:
-            status, headers, data = self.server.router.route(
-                self.command, self.path, {k.lower(): v for k, v in self.headers.items()}
-            )
-        except Exception as exc:  # a bug here must not kill liveness for good
-            logger.exception("the side port failed to answer %s", self.path)
-            status, headers, data = 500, dict(_TEXT), f"{type(exc).__name__}\n".encode()
-        self.send_response(status)
-        for key, value in headers.items():
-            self.send_header(key, value)
-        self.send_header("Content-Length", str(len(data)))
-        self.send_header("Cache-Control", "no-store")
-        self.send_header("Connection", "close")
-        self.end_headers()
-        if body:
-            self.wfile.write(data)
+    def _incidents(self) -> dict[str, Any]:
+        return {"incidents": self.incidents.recent() if self.incidents else []}
+
+    def _stalls(self, params: Mapping[str, list[str]]) -> dict[str, Any]:
+        return self.monitor.stalls(_slot(params, "stalls", required=False))
+
+    def _published(self, params: Mapping[str, list[str]]) -> dict[str, Any]:
+        slot = _slot(params, "published", required=True)
+        assert slot is not None
+        data = self.monitor.published(slot)
+        if data is None:
+            raise DumpRefused(404, f"worker {slot} has published nothing")
+        return data
+
+    def _threads(self, params: Mapping[str, list[str]]) -> dict[str, Any]:
+        slot = _slot(params, "threads", required=True)
+        assert slot is not None
+        data = self.monitor.sample_live(slot)
+        if data is None:
+            raise DumpRefused(404, f"no worker in slot {slot}")
+        return data
 
 
-class SidePortServer:
-    """Serves an :class:`AgentRouter` on ``host:port`` from a daemon thread."""
+class AgentSidePort:
+    """The shared :class:`~lifesigns.sideport.SidePort` in the agent, with a loop of its own.
 
-    def __init__(self, router: AgentRouter, host: str, port: int, *, max_connections: int = 16):
-        self.router = router
+    :meth:`start` binds and serves, or raises ``OSError`` naming why it could not bind.
+    """
+
+    def __init__(self, host: AgentHost, address: str, port: int, *, max_connections: int = 16):
         self.host = host
-        self.requested_port = port
-        self.max_connections = max_connections
-        self._server: _Server | None = None
+        # A live py-spy sample may take its whole timeout: the dump waits a second more.
+        timeout = max(2.0, host.monitor.settings.sample_timeout + 1.0)
+        self.router = ProbeRouter(host, dump_timeout=timeout)
+        self.side = SidePort(
+            self.router, address, port, explicit=True, max_connections=max_connections
+        )
+        self._loop: asyncio.AbstractEventLoop | None = None
         self._thread: threading.Thread | None = None
 
     def __repr__(self) -> str:
-        return f"SidePortServer(host={self.host!r}, port={self.port or self.requested_port!r})"
+        return f"AgentSidePort({self.side!r})"
 
     @property
     def port(self) -> int | None:
         """The port bound (``None`` before :meth:`start`)."""
-        return None if self._server is None else int(self._server.server_address[1])
-
-    def bind(self) -> None:
-        """Bind the socket (no thread yet); raises ``OSError`` if the port is taken."""
-        if self._server is None:
-            self._server = _Server(
-                (self.host, self.requested_port), self.router, self.max_connections
-            )
+        return self.side.port
 
     def start(self) -> None:
-        """Bind if not done yet, and serve from a daemon thread."""
-        self.bind()
-        assert self._server is not None
+        """Start the loop thread, bind and serve; ``OSError`` if the port cannot be bound."""
+        loop = asyncio.new_event_loop()
+        self._loop = loop
         self._thread = threading.Thread(
-            target=self._server.serve_forever,
-            kwargs={"poll_interval": 0.2},
-            name="lifesigns-agent-side-port",
-            daemon=True,
+            target=loop.run_forever, name="lifesigns-agent-loop", daemon=True
         )
         self._thread.start()
+        asyncio.run_coroutine_threadsafe(self.side.start(), loop).result(10)
+        if self.side.port is None:
+            reason = self.side.skipped or "not bound"
+            self.stop()
+            raise OSError(reason)
 
     def stop(self) -> None:
-        """Stop serving and close the socket (about a second at most)."""
-        server, self._server = self._server, None
-        thread, self._thread = self._thread, None
-        if server is not None:
-            if thread is not None:  # shutdown() waits for serve_forever: only if it runs
-                server.shutdown()
-            server.server_close()
-        if thread is not None:
-            thread.join(1.0)
+        """Stop serving, then the loop (a few seconds at most)."""
+        loop, self._loop = self._loop, None
+        if loop is None:
+            return
+        with contextlib.suppress(TimeoutError, RuntimeError):
+            asyncio.run_coroutine_threadsafe(self.side.stop(), loop).result(5)
+        loop.call_soon_threadsafe(loop.stop)
+        if self._thread is not None:
+            self._thread.join(2.0)
+        loop.close()

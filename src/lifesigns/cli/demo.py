@@ -16,6 +16,7 @@ import secrets
 import sys
 import tempfile
 from pathlib import Path
+from typing import NoReturn
 
 
 def default_database_url() -> str:
@@ -147,8 +148,8 @@ def run(argv: list[str]) -> int:
 
 def _under_the_agent(
     args: argparse.Namespace, token: str, database_url: str, base: str, side_port: int
-) -> int:
-    """Become the agent running ``uvicorn --workers N`` (never returns unless exec fails)."""
+) -> NoReturn:
+    """Become the agent running ``uvicorn --workers N`` (exec: this never returns)."""
     env = {
         **os.environ,
         "LIFESIGNS_TOKEN": token,
@@ -181,4 +182,3 @@ def _under_the_agent(
     ]
     # exec, not a child: Ctrl-C and SIGTERM reach the agent, which passes them on.
     os.execve(sys.executable, command, env)  # noqa: S606 - our own interpreter and arguments
-    return 1  # pragma: no cover - execve does not return

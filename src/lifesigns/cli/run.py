@@ -130,13 +130,15 @@ def _pick(
 
 def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> int:
     from .. import _logging
+    from .._config import Settings
     from .._secrets import SecretRedactor
     from ..agent import sampler
     from ..agent.incidents import IncidentWriter
     from ..agent.monitor import AgentSettings, LogRing, Monitor
     from ..agent.process import ServerProcess, exit_like
-    from ..agent.server import AgentRouter, SidePortServer
+    from ..agent.server import AgentHost, AgentSidePort
     from ..agent.slots import SlotTable
+    from ..errors import ConfigError
 
     def seconds(flag: str, name: str, default: str, low: float, high: float) -> float:
         where, value = _pick(getattr(args, flag[2:].replace("-", "_")), env, flag, name, default)
@@ -171,7 +173,12 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
         _pick(args.incident_dir, env, "--incident-dir", "INCIDENT_DIR", None)[1]
         or Path(tempfile.gettempdir()) / "lifesigns-incidents"
     )
-    token = _env(env, "TOKEN", None)
+    try:
+        # prefix, paths, token, service: as the workers read them, so both ports agree.
+        probe_settings = Settings.from_arguments({}, env)
+    except ConfigError as exc:
+        raise UsageError(str(exc)) from None
+    token = probe_settings.token
 
     logger = logging.getLogger("lifesigns.agent")
     logger.setLevel(logging.INFO)
@@ -189,6 +196,12 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
     ring = LogRing()
     logger.addHandler(to_stderr)
     logger.addHandler(ring)
+    # The shared side-port server's own lines speak of workers; the agent names a bind
+    # failure itself, so only its errors are kept.
+    side_logger = logging.getLogger("lifesigns.sideport")
+    side_logger.setLevel(logging.ERROR)
+    side_logger.propagate = False
+    side_logger.addHandler(to_stderr)
 
     # Which package the server serves (uvicorn app.main:app) is the application's.
     sampler.use_classifier(sampler.classifier_for(command))
@@ -214,11 +227,11 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
         server_pid=lambda: server.pid,
         log_ring=ring,
     )
-    side = SidePortServer(
-        AgentRouter(monitor, token=token, incidents=incidents, redactor=redactor), host, port
+    side = AgentSidePort(
+        AgentHost(monitor, probe_settings, incidents=incidents, redactor=redactor), host, port
     )
     try:
-        side.bind()
+        side.start()
     except OSError as exc:
         shutil.rmtree(runtime, ignore_errors=True)
         raise UsageError(f"cannot bind the side port {host}:{port}: {exc}") from None
@@ -230,7 +243,6 @@ def _run(args: argparse.Namespace, command: list[str], env: dict[str, str]) -> i
         shutil.rmtree(runtime, ignore_errors=True)
         print(f"lifesigns run: cannot start {command[0]!r}: {exc}", file=sys.stderr)
         return 127
-    side.start()
     monitor.start()
     logger.info(
         "agent %d: side port on http://%s:%d for server pid %d (%s); "

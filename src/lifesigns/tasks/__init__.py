@@ -32,7 +32,12 @@ def attach(owner: Host | HasHost) -> Supervisor:
     settings of its own). Must happen before the lifespan starts.
     """
     host = as_host(owner)
-    return host.layer("tasks", None, lambda: _build(host))
+    supervisor = host.layer("tasks", None, lambda: _build(host))
+    # A Lifesigns knows the agent's folder and the watched engines: who runs once= tasks.
+    elect = getattr(owner, "_elect", None)
+    if supervisor.elect is None and callable(elect):
+        supervisor.elect = elect
+    return supervisor
 
 
 def _build(host: Host) -> Supervisor:

@@ -19,6 +19,7 @@ import time
 from collections.abc import Callable
 
 from .metrics import TaskMetrics
+from .once import Everyone, Leader
 from .runs import Outcome, ReadyGate, give_up, log_overrun, run_once
 from .state import RestartIntensity, TaskPhase, TaskSpec, TaskState
 
@@ -35,6 +36,7 @@ class PeriodicRunner:
         metrics: TaskMetrics,
         gate: ReadyGate,
         redact: Callable[[str], str],
+        leader: Leader | None = None,
     ) -> None:
         if spec.every is None:
             raise ValueError("a periodic task needs every=...")
@@ -43,6 +45,7 @@ class PeriodicRunner:
         self.every: float = spec.every
         self.intensity = RestartIntensity(spec.max_restarts, spec.within)
         self.misfire_grace = min(self.every * 0.1, 1.0)
+        self.leader: Leader = leader if leader is not None else Everyone()
 
     async def run(self) -> None:
         """Run the schedule until cancelled, given up, or the service drains."""
@@ -72,6 +75,14 @@ class PeriodicRunner:
                 due = self._jittered(anchor + slot * self.every)
                 continue
             straggler = None
+            if not await self.leader.lead():
+                # Another process runs this slot (once="container"/"cluster"): not a skip.
+                self.state.not_leading += 1
+                self.metrics.runs.labels(self.spec.name, "not_leading").inc()
+                now = loop.time()
+                slot = max(slot + 1, math.ceil((now - anchor - self.misfire_grace) / self.every))
+                due = self._jittered(anchor + slot * self.every)
+                continue
             result = await run_once(self.spec, self.state, self.metrics, self.redact)
             now = loop.time()
             if result.outcome is Outcome.SUCCESS:

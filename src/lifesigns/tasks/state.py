@@ -68,6 +68,8 @@ class TaskSpec:
     backoff: float = 1.0
     max_backoff: float = 300.0
     critical: bool = False
+    once: str = "container"  # periodic only: lifesigns.tasks.once
+    engine: str | None = None  # the watched engine of once="cluster"
 
     def __post_init__(self) -> None:
         if not isinstance(self.name, str) or not _NAME.match(self.name):
@@ -154,6 +156,9 @@ class TaskState:
         self.stuck_at: str | None = None
         self.next_run: float | None = None
         self.failed_reason: str | None = None
+        self.not_leading = 0
+        self.leader: Callable[[], dict[str, Any]] | None = None
+        """Who runs this periodic task (``describe`` of its ``Leader``), set at start."""
 
     def summary(self) -> str:
         """One line for a health report or a log record."""
@@ -200,4 +205,7 @@ class TaskState:
             "stuck_at": self.stuck_at,
             "next_run": _iso(self.next_run),
             "failed_reason": self.failed_reason,
+            "once": None if spec.every is None else spec.once,
+            "not_leading": self.not_leading,
+            "leader": self.leader() if self.leader is not None else None,
         }

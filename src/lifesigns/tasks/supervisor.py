@@ -20,6 +20,7 @@ from ..errors import TaskFailed as TaskFailed  # re-exported: its old home
 from ..host import Host
 from .census import StrayTask, stray_tasks
 from .metrics import TaskMetrics
+from .once import Leader, check_once
 from .periodic import PeriodicRunner
 from .runs import ReadyGate
 from .state import Restart, TaskPhase, TaskSpec, TaskState
@@ -56,6 +57,10 @@ class Supervisor:
         self._runners: dict[str, asyncio.Task[None]] = {}
         self._strays: list[StrayTask] = []
         self._started = False
+        self._leaders: list[Leader] = []
+        self.elect: Callable[[TaskSpec], Leader] | None = None
+        """Builds each periodic task's :class:`~lifesigns.tasks.once.Leader` at start (the
+        assembler sets it: it knows the agent's folder and the watched engines)."""
 
     def __repr__(self) -> str:
         return f"Supervisor(tasks={list(self._states)!r}, running={self._started})"
@@ -75,6 +80,8 @@ class Supervisor:
         backoff: float = 1.0,
         max_backoff: float = 300.0,
         critical: bool = False,
+        once: str = "container",
+        engine: str | None = None,
     ) -> Callable[[F], F]:
         """Run the decorated ``async def`` every ``every`` seconds, once the service is ready.
 
@@ -89,6 +96,11 @@ class Supervisor:
           ``task.<name>`` fails, which fails readiness if ``critical`` and otherwise turns
           ``/health`` to ``warn``.
         * Runs never overlap: a run due while the last one is still going is skipped.
+        * ``once``: who runs it (:mod:`lifesigns.tasks.once`). ``"container"`` (default):
+          one worker per container under ``lifesigns run`` (every process without it);
+          ``"cluster"``: one process across every service on one PostgreSQL, holding an
+          advisory lock on the watched engine ``engine`` (needed when several are
+          watched); ``"worker"``: every process.
         """
         period = _config.seconds("every", every, maximum=7 * 86_400.0)
         chosen_timeout = (
@@ -101,6 +113,8 @@ class Supervisor:
             timeout=chosen_timeout,
             jitter=chosen_jitter,
             initial_delay=_initial_delay(initial_delay),
+            once=check_once(name or "periodic", once),
+            engine=engine,
             **self._policy(max_restarts, within, backoff, max_backoff, critical),
         )
 
@@ -217,10 +231,24 @@ class Supervisor:
             )
         gate = ReadyGate(self.host.lifecycle)
         loop = asyncio.get_running_loop()
+        redact = self.host.redactor.redact
+        runners: dict[str, PeriodicRunner | SupervisedRunner] = {}
         for name, state in self._states.items():
             spec = state.spec
-            runner_type = PeriodicRunner if spec.every is not None else SupervisedRunner
-            runner = runner_type(spec, state, self.metrics, gate, self.host.redactor.redact)
+            if spec.every is None:
+                runners[name] = SupervisedRunner(spec, state, self.metrics, gate, redact)
+                continue
+            if self.elect is None and spec.once == "cluster":
+                raise ConfigError(
+                    f"task {spec.name!r}: once='cluster' needs the watched engines of a "
+                    "Lifesigns: register it with @signs.periodic or tasks.attach(signs)"
+                )
+            leader = self.elect(spec) if self.elect is not None else None  # may raise
+            if leader is not None:
+                self._leaders.append(leader)
+                state.leader = leader.describe
+            runners[name] = PeriodicRunner(spec, state, self.metrics, gate, redact, leader)
+        for name, runner in runners.items():
             self._runners[name] = loop.create_task(
                 runner.run(), name=f"lifesigns supervisor of {name}"
             )
@@ -228,6 +256,17 @@ class Supervisor:
     async def stop(self) -> None:
         """Cancel every task and wait for them within the grace period; safe to call twice."""
         runners, self._runners = self._runners, {}
+        try:
+            await self._stop(runners)
+        finally:
+            leaders, self._leaders = self._leaders, []
+            for leader in dict.fromkeys(leaders):  # a shared leader is closed once
+                try:
+                    await asyncio.wait_for(leader.close(), 2.0)
+                except Exception as exc:  # shutting down: say so, go on
+                    logger.warning("could not give up the lead of %r: %r", leader, exc)
+
+    async def _stop(self, runners: dict[str, asyncio.Task[None]]) -> None:
         if not runners:
             return
         now = time.time()
