@@ -374,3 +374,59 @@ def test_readme_walkthrough_is_the_captured_output() -> None:
     assert not missing, f"README has no walkthrough block for {missing}"
     for name, (text, pattern) in CAPTURED.items():
         assert re.search(pattern, blocks[name]), (name, blocks[name], text)
+
+
+def test_database_down_at_start_the_workers_wait_then_become_ready(
+    postgres: Postgres, tmp_path: Path
+) -> None:
+    running = start_demo(tmp_path, postgres.url(), "postgres-start")
+    try:
+        since = trigger(running, "database-down-at-start")
+        waited = running.wait_for(
+            r"lifesigns\.startup: [^\n]*database[^\n]*attempt[^\n]*", 25.0, since
+        )
+        startup_codes: set[int] = set()
+        deadline = time.monotonic() + 40
+        while True:
+            try:
+                startup_codes.add(httpx.get(f"{running.base}/startupz", timeout=3).status_code)
+                if httpx.get(f"{running.base}/readyz", timeout=3).status_code == 200 and (
+                    time.monotonic() > deadline - 30
+                ):
+                    break
+            except httpx.TransportError:
+                pass  # a worker being replaced
+            assert time.monotonic() < deadline, running.text()[since:][-3000:]
+            time.sleep(0.2)
+        capture(
+            "database-down-at-start",
+            waited.group(0),
+            r"lifesigns\.startup: [^\n]*database[^\n]*attempt",
+        )
+        assert "Traceback" not in running.text()[since:]
+        running.serves()
+    finally:
+        stop_demo(running)
+
+
+def test_sigterm_under_load_answers_every_request_in_flight(tmp_path: Path) -> None:
+    running = start_demo(tmp_path, f"sqlite+aiosqlite:///{tmp_path / 'term.db'}", "sigterm")
+    try:
+        done = lab(running, "sigterm-under-load")
+        assert done.returncode == 0, (done.stdout, done.stderr, running.text()[-3000:])
+        assert "50 of 50 requests in flight answered 200 during the drain; none failed" in (
+            done.stdout
+        )
+        assert running.process.wait(30) == 0
+        drained = re.search(
+            r"[A-Z]+ lifesigns\.drain: SIGTERM received: draining[^\n]*", running.text()
+        )
+        assert drained, running.text()[-3000:]
+        capture(
+            "sigterm-under-load",
+            done.stdout.strip() + "\n" + drained.group(0),
+            r"50 of 50 requests in flight answered 200 during the drain; none failed",
+        )
+    finally:
+        if running.process.poll() is None:
+            stop_demo(running)

@@ -83,6 +83,8 @@ def run(argv: list[str]) -> int:
     except KeyError as error:
         print(f"lifesigns lab: {error.args[0]}", file=sys.stderr)
         return 2
+    if incident.name == "sigterm-under-load":
+        return _sigterm_under_load(base, args.timeout)
     try:
         code, body = _request(f"{base}/lab/incidents/{incident.name}", "POST", args.timeout)
     except (OSError, ValueError) as error:
@@ -94,3 +96,42 @@ def run(argv: list[str]) -> int:
     print(f"  what happens: {incident.what_happens}")
     print(f"  look for:     {incident.look_for}")
     return 0
+
+
+def _sigterm_under_load(base: str, timeout: float, in_flight: int = 50) -> int:
+    """Keep ``in_flight`` slow requests going, have the demo SIGTERMed, count the answers."""
+    import threading
+    import time
+
+    try:
+        _request(f"{base}/lab/incidents", "GET", timeout)
+    except (OSError, ValueError) as error:
+        return _no_demo(base, error)
+    answers: list[int | str] = []
+    lock = threading.Lock()
+
+    def one() -> None:
+        try:
+            code, _ = _request(f"{base}/reports/quarterly?seconds=1.5", "GET", 30.0)
+            result: int | str = code
+        except (OSError, ValueError) as error:
+            result = type(error).__name__
+        with lock:
+            answers.append(result)
+
+    threads = [threading.Thread(target=one, daemon=True) for _ in range(in_flight)]
+    for thread in threads:
+        thread.start()
+    time.sleep(0.3)  # all in flight before the signal
+    code, body = _request(f"{base}/lab/incidents/sigterm-under-load", "POST", timeout)
+    if code != 202:
+        print(f"lifesigns lab: sigterm-under-load: {body.get('detail', code)}", file=sys.stderr)
+        return 1
+    print(f"sigterm-under-load (seed 004): SIGTERM sent with {in_flight} requests in flight")
+    for thread in threads:
+        thread.join(40)
+    ok = sum(1 for a in answers if a == 200)
+    failed = [a for a in answers if a != 200]
+    print(f"  {ok} of {in_flight} requests in flight answered 200 during the drain", end="")
+    print(f"; failed: {failed}" if failed else "; none failed")
+    return 0 if ok == in_flight else 1

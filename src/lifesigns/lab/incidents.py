@@ -25,7 +25,7 @@ class Incident:
     what_happens: str
     look_for: str
     needs: str | None = None
-    """``"postgresql"`` when SQLite cannot show it."""
+    """``"postgresql"`` when SQLite cannot show it (``"postgresql and --workers 2"``)."""
     lasts_s: float = 5.0
 
     def as_dict(self) -> dict[str, Any]:
@@ -118,6 +118,19 @@ INCIDENTS: tuple[Incident, ...] = (
         lasts_s=8.0,
     ),
     Incident(
+        "database-down-at-start",
+        "004",
+        "the service starts while its database is not up yet",
+        "the database refuses connections for 10 s and the workers are replaced meanwhile "
+        "(SIGTERM to each; uvicorn's supervisor starts new ones): they start into a database "
+        "that does not answer",
+        "start-up waiting with back-off (one line per attempt, the driver's message once), "
+        "/startupz 503 with the attempt count, /livez 200, ready within 2 s of the database "
+        "answering; no crash, no traceback",
+        needs="postgresql and --workers 2",
+        lasts_s=10.0,
+    ),
+    Incident(
         "memory-leak",
         "001",
         "an in-memory cache that never evicts",
@@ -141,6 +154,16 @@ INCIDENTS: tuple[Incident, ...] = (
         "GET /reports/slow waits on a slow upstream for 5 s, past its 1.5 s deadline",
         "504 naming the deadline, and lifesigns_http_deadline_exceeded_total counting it",
         lasts_s=2.0,
+    ),
+    Incident(
+        "sigterm-under-load",
+        "004",
+        "SIGTERM with requests in flight (a deploy, a scale-down)",
+        "the lab CLI keeps 50 requests of 1.5 s in flight and the demo gets SIGTERM, as "
+        "Kubernetes sends it: this one ends the demo",
+        "readiness 503 at once (draining), every request in flight answered, the stages of "
+        "the drain in order in the log, exit status 0",
+        lasts_s=15.0,
     ),
 )
 

@@ -17,12 +17,14 @@ import gc
 import importlib
 import logging
 import os
+import signal
 import sys
 import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 import httpx
+import psutil
 from fastapi import FastAPI, HTTPException, Request
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from sqlalchemy import text
@@ -60,6 +62,8 @@ def add_lab(
     origin); without it the links are relative.
     """
     postgres = engine.dialect.name == "postgresql"
+    # Under the agent the supervisor is uvicorn's, our parent; alone, this process.
+    supervised = os.environ.get("LIFESIGNS_AGENT_DIR") is not None
     running: dict[str, asyncio.Task[None]] = {}
     nightly_bulkhead = signs.bulkhead("nightly", max_connections=2, timeout=30.0)
 
@@ -102,6 +106,11 @@ def add_lab(
     async def product(sku: str) -> Response:
         return Response(catalog.product_page(sku)[:200], media_type="text/html")
 
+    @app.get("/reports/quarterly")
+    async def quarterly_report(seconds: float = 1.5) -> dict[str, Any]:
+        await asyncio.sleep(min(seconds, 5.0))  # a report that takes a while, and finishes
+        return {"report": "quarterly", "took_s": seconds}
+
     @app.get("/reports/slow")
     async def slow_report() -> dict[str, Any]:
         await asyncio.sleep(5.0)  # a slow upstream; the route's 1.5 s deadline answers 504
@@ -137,6 +146,30 @@ def add_lab(
                     await admin.execute(text(f"ALTER DATABASE {quoted} ALLOW_CONNECTIONS true"))
         finally:
             await admin_engine.dispose()
+
+    async def database_down_at_start(seconds: float) -> None:
+        # The switch back runs in a process of its own: this worker is about to be replaced.
+        env = {**os.environ, "LIFESIGNS_LAB_DATABASE_URL": engine.url.render_as_string(False)}
+        await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "lifesigns.lab.dbswitch",
+            str(seconds),
+            str(os.getppid()),
+            env=env,
+            start_new_session=True,
+            stdin=asyncio.subprocess.DEVNULL,
+        )
+
+    async def terminate_soon() -> None:
+        await asyncio.sleep(0.5)  # the 202 answers first
+        target = os.getpid()
+        if supervised:
+            # The agent runs uvicorn's supervisor, which runs this worker: SIGTERM goes to
+            # the agent, as a container's PID 1 gets it.
+            target = psutil.Process(os.getppid()).ppid()
+        logger.warning("lab: sending SIGTERM to pid %d, as an orchestrator would", target)
+        os.kill(target, signal.SIGTERM)
 
     async def many(client: httpx.AsyncClient, count: int, method: str, path: str) -> None:
         async def one() -> None:
@@ -188,6 +221,10 @@ def add_lab(
         ),
         "import-time-task": lambda c: _import_legacy_jobs(),
         "database-down": lambda c: database_down(by_name("database-down").lasts_s),
+        "database-down-at-start": lambda c: database_down_at_start(
+            by_name("database-down-at-start").lasts_s
+        ),
+        "sigterm-under-load": lambda c: terminate_soon(),
         "memory-leak": leak_memory,
         "crash-loop": lambda c: _after(lambda: inventory.break_feed(20.0), asyncio.sleep(0)),
         "deadline": lambda c: c.get("/reports/slow"),
@@ -203,7 +240,7 @@ def add_lab(
                 {
                     **incident.as_dict(),
                     "seed": incident.seeds,
-                    "available": incident.needs is None or postgres,
+                    "available": _available(incident, postgres, supervised),
                     "running": name_running(incident.name),
                     "trigger": f"{base}/lab/incidents/{incident.name}",
                 }
@@ -222,7 +259,7 @@ def add_lab(
             "incidents": [
                 {
                     **incident.as_dict(),
-                    "available": incident.needs is None or postgres,
+                    "available": _available(incident, postgres, supervised),
                     "running": name_running(incident.name),
                     "trigger": f"{base}/lab/incidents/{incident.name}",
                 }
@@ -240,11 +277,17 @@ def add_lab(
             incident = by_name(name)
         except KeyError as exc:
             raise HTTPException(status_code=404, detail=str(exc.args[0])) from None
-        if incident.needs == "postgresql" and not postgres:
+        if incident.needs and incident.needs.startswith("postgresql") and not postgres:
             raise HTTPException(
                 status_code=409,
                 detail=f"{name} needs PostgreSQL; this demo runs on {engine.dialect.name}: "
                 "start it with --database-url postgresql+asyncpg://user:password@host/db",
+            )
+        if incident.needs and "--workers" in incident.needs and not supervised:
+            raise HTTPException(
+                status_code=409,
+                detail=f"{name} needs the demo's workers under the agent: start it without "
+                "--workers 1",
             )
         if name_running(name):
             raise HTTPException(status_code=409, detail=f"{name} is already running")
@@ -267,6 +310,11 @@ def add_lab(
     @app.exception_handler(PaymentDeclined)
     async def declined(request: Request, exc: PaymentDeclined) -> JSONResponse:
         return JSONResponse({"detail": str(exc)}, status_code=402)
+
+
+def _available(incident: Incident, postgres: bool, supervised: bool) -> bool:
+    needs = incident.needs or ""
+    return (postgres or "postgresql" not in needs) and (supervised or "--workers" not in needs)
 
 
 async def _after(first: Callable[[], object], then: Awaitable[Any]) -> None:
