@@ -44,6 +44,7 @@ def _advisory_sessions(engine: AsyncEngine) -> Callable[[str], Any]:
     from sqlalchemy.ext.asyncio import create_async_engine
     from sqlalchemy.pool import NullPool
 
+    # lifesigns: ignore[LS108] it runs only pg_try_advisory_lock, which never waits
     own = create_async_engine(engine.url, poolclass=NullPool, isolation_level="AUTOCOMMIT")
 
     class Session:

@@ -14,10 +14,14 @@ code keeps working. The hierarchy (defined here unless a module is named)::
     ├── PoolSaturated                        lifesigns.db.saturation: the pool stayed full
     ├── LoopUnavailable                      lifesigns.router: the loop did not run a probe
     ├── DoctorUsageError     + ValueError    lifesigns.doctor: a bad option or path
+    ├── UsageError           + ValueError    lifesigns.cli.run: a bad option of lifesigns run
+    ├── SlotsFull            + RuntimeError  lifesigns.agent.slots: every worker slot is taken
+    ├── DumpRefused                          lifesigns.router: a dump refuses its query
     └── BulkheadFull         + TimeoutError  lifesigns.db.bulkhead: no slot came free
 
 ``tests/test_errors.py`` walks every module of the package and holds every exception class
-to this tree.
+to this tree; the demo application (``lifesigns.lab``) raises its own business exceptions
+and is not part of it.
 """
 
 from __future__ import annotations

@@ -42,6 +42,8 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Self
 
+from ..errors import LifesignsError
+
 __all__ = [
     "PHASES",
     "SLOT_SIZE",
@@ -77,7 +79,7 @@ PHASES = ("unknown", "created", "starting", "ready", "draining", "stopped", "fai
 _READ_TRIES = 1024
 
 
-class SlotsFull(RuntimeError):
+class SlotsFull(LifesignsError, RuntimeError):
     """Every slot is held by a live process."""
 
 

@@ -19,6 +19,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 
 from ..agent import ENV_DIR
+from ..errors import LifesignsError
 
 DESCRIPTION = """\
 Run a server under the lifesigns agent: one side port for all its workers, stalls named
@@ -34,7 +35,7 @@ LIFESIGNS_MAX_RESTARTS; --dry-run: LIFESIGNS_DRY_RUN=1); a flag wins. Dumps need
 LIFESIGNS_TOKEN as a bearer token (never put it on the command line)."""
 
 
-class UsageError(ValueError):
+class UsageError(LifesignsError, ValueError):
     """A bad option: the message names it, the value and what is allowed."""
 
 

@@ -14,6 +14,8 @@ from collections import deque
 from sqlalchemy import select
 from sqlalchemy.ext.asyncio import AsyncSession, async_sessionmaker
 
+from .models import Order
+
 
 class PaymentDeclined(Exception):
     """The card was declined."""
@@ -29,8 +31,6 @@ async def charge(sessions: async_sessionmaker[AsyncSession], order_id: int, card
     The bug: the session is opened without ``async with``, and the decline is raised
     before ``close()``, so its connection stays checked out after the request ended.
     """
-    from .app import Order
-
     session = sessions()
     order = await session.scalar(select(Order).where(Order.id == order_id))  # checks out
     if card.endswith("0000"):

@@ -31,6 +31,7 @@ async def refuse_connections(url: str, seconds: float, restart_pid: int | None =
     """
     target = make_url(url)
     name = target.database
+    # lifesigns: ignore[LS108] ALTER DATABASE and pg_terminate_backend only, bounded by wait_for
     admin = create_async_engine(target.set(database="postgres"), poolclass=NullPool)
     quoted = admin.dialect.identifier_preparer.quote(str(name))
     try:

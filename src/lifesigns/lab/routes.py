@@ -127,6 +127,7 @@ def add_lab(
         # PostgreSQL refuses ALLOW_CONNECTIONS false on the database one is connected to:
         # the switch is thrown from the maintenance database, by the same role (the owner).
         name = engine.url.database
+        # lifesigns: ignore[LS108] ALTER DATABASE and pg_terminate_backend only, time-boxed
         admin_engine = create_async_engine(engine.url.set(database="postgres"), poolclass=NullPool)
         quoted = engine.dialect.identifier_preparer.quote(str(name))
         try:
