@@ -45,6 +45,21 @@ def wait_for_ready(
     raise AssertionError(f"demo not ready within {timeout} s:\n{log.read_text()}")
 
 
+def wait_for_workers(side: str, token: str, count: int, timeout: float = 30) -> None:
+    """Until the agent's side port lists ``count`` ready workers."""
+    deadline = time.monotonic() + timeout
+    workers: object = None
+    while time.monotonic() < deadline:
+        reply = httpx.get(
+            f"{side}/debug/workers", headers={"Authorization": f"Bearer {token}"}, timeout=5
+        )
+        workers = reply.json().get("workers") if reply.status_code == 200 else reply.text
+        if isinstance(workers, list) and sum(1 for w in workers if w["ready"]) == count:
+            return
+        time.sleep(0.2)
+    raise AssertionError(f"not {count} ready workers within {timeout} s: {workers}")
+
+
 @pytest.mark.parametrize("backend", ["sqlite", "postgres"])
 def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request):
     port = free_port()
@@ -75,13 +90,7 @@ def test_demo_serves_orders_and_prints_its_probe_urls(backend, tmp_path, request
         ).json()
         assert health["checks"]["orders-table:responseTime"][0]["details"]["orders"] >= 1
         # The default shape: two workers under the agent, one side port for both.
-        deadline = time.monotonic() + 30
-        while True:
-            workers = httpx.get(f"http://127.0.0.1:{side}/readyz?verbose", timeout=5).text
-            if "2 of 2 workers ready" in workers:
-                break
-            assert time.monotonic() < deadline, workers
-            time.sleep(0.2)
+        wait_for_workers(f"http://127.0.0.1:{side}", "demo-token-0123456789", 2)
     finally:
         process.send_signal(signal.SIGINT)  # Ctrl-C, as a person at the terminal would
         process.wait(15)
@@ -169,10 +178,7 @@ def test_demo_under_the_agent_names_a_freeze_from_outside_while_the_side_port_an
     base, side_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{side}"
     try:
         wait_for_ready(base, process, log)
-        deadline = time.monotonic() + 30
-        while "2 of 2" not in httpx.get(f"{side_base}/readyz?verbose", timeout=5).text:
-            assert time.monotonic() < deadline, log.read_text()
-            time.sleep(0.2)
+        wait_for_workers(side_base, "demo-token-0123456789", 2)
         froze = threading.Thread(
             target=lambda: httpx.get(f"{base}/lab/freeze?seconds=3", timeout=10), daemon=True
         )

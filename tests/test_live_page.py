@@ -250,3 +250,75 @@ async def test_the_lab_tab_triggers_an_incident_on_the_application_port(
     await page.locator("#stall-current").filter(has_text=frame).wait_for(timeout=10_000)
     assert (await page.inner_text("#loop-badge")).startswith("loop stalled")
     assert errors == []
+
+
+async def test_under_the_agent_the_page_shows_a_gil_held_stall_while_it_lasts(
+    browser: Browser, shots: Path, tmp_path: Path
+) -> None:
+    """The demo as it ships (two workers under ``lifesigns run``): the agent's port serves the
+    page, and a catastrophic regex holding a worker's GIL shows on it, named, while it lasts,
+    which no in-process thread of that worker could do."""
+    import subprocess
+    import sys
+
+    from tests.support.servers import free_port
+
+    port, side = free_port(), free_port()
+    token = "agent-live-token-0123456789abcdef"
+    log = tmp_path / "demo.log"
+    lifesigns = Path(sys.executable).with_name("lifesigns")
+    command = [str(lifesigns)] if lifesigns.exists() else [sys.executable, "-m", "lifesigns"]
+    with log.open("wb") as out:
+        process = subprocess.Popen(
+            [
+                *command,
+                "demo",
+                "--port",
+                str(port),
+                "--side-port",
+                str(side),
+                "--token",
+                token,
+                "--database-url",
+                f"sqlite+aiosqlite:///{tmp_path / 'demo.db'}",
+            ],
+            stdout=out,
+            stderr=subprocess.STDOUT,
+            stdin=subprocess.DEVNULL,
+        )
+    base, side_base = f"http://127.0.0.1:{port}", f"http://127.0.0.1:{side}"
+    try:
+        async with httpx.AsyncClient(timeout=10) as client:
+            deadline = time.monotonic() + 40
+            auth = {"authorization": f"Bearer {token}"}
+            while True:
+                with contextlib.suppress(httpx.HTTPError, ValueError):
+                    listed = (await client.get(f"{side_base}/debug/workers", headers=auth)).json()
+                    if sum(1 for w in listed.get("workers", []) if w["ready"]) == 2:
+                        break
+                assert process.poll() is None and time.monotonic() < deadline, log.read_text()
+                await asyncio.sleep(0.2)
+            page, errors = await open_page(browser)
+            await log_in(page, side_base, token=token)
+            await page.locator("#app").wait_for(state="visible", timeout=10_000)
+            # The regex holds the GIL about 3 s; its line must show while it does.
+            frozen = asyncio.create_task(
+                client.post(f"{base}/signup", json={"email": "a" * 26 + "!"}, timeout=60)
+            )
+            await (
+                page.locator("#stall-current")
+                .filter(has_text=re.compile(r"lifesigns/lab/signup\.py:\d+"))
+                .wait_for(timeout=4_000)
+            )
+            assert not frozen.done(), "the stall had ended before the page showed it"
+            text = await page.inner_text("#stall-current")
+            assert "holding the GIL" in text, text
+            await page.screenshot(path=shots / "live-agent-gil.png", full_page=True)
+            # uvicorn's supervisor may replace a worker whose GIL is held too long (its
+            # pings go unanswered): the request's own answer is not what is tested here.
+            with contextlib.suppress(httpx.HTTPError):
+                await frozen
+            assert errors == []
+    finally:
+        process.terminate()
+        process.wait(20)

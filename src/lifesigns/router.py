@@ -712,7 +712,15 @@ class ProbeRouter:
         return answer(403, f"wrong token{why}\n")
 
     def _live_data(self) -> Mapping[str, Any]:
-        """``/lifesigns/data``: read in a dump thread, never on the loop (see LiveView)."""
+        """``/lifesigns/data``: read in a dump thread, never on the loop (see LiveView).
+
+        A host with its own ``live_data()`` (the agent, which reads its workers) answers
+        for itself.
+        """
+        own = getattr(self.host, "live_data", None)
+        if callable(own):
+            data: Mapping[str, Any] = own()
+            return data
         return LiveView(self.host).data()
 
     def _start_dump(

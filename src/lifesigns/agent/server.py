@@ -294,6 +294,12 @@ class AgentHost:
             return False
         return tokens_match(authorization[7:].strip(), self.settings.token)
 
+    def live_data(self) -> dict[str, Any]:
+        """The live page's data: the workers' published dumps, the stall seen from outside."""
+        from .live import agent_live_data
+
+        return agent_live_data(self.monitor, self.settings.service, self.settings.version)
+
     def _workers(self) -> dict[str, Any]:
         return {"workers": self.monitor.workers(), "restarts": self.monitor.restarts}
 

@@ -153,6 +153,7 @@ def _under_the_agent(
     env = {
         **os.environ,
         "LIFESIGNS_TOKEN": token,
+        "LIFESIGNS_SERVICE": "orders-demo",  # the agent's name for the service, as the workers'
         "LIFESIGNS_DEMO_DATABASE_URL": database_url,
         "LIFESIGNS_DEMO_BASE_URL": base,
     }
