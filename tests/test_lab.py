@@ -348,34 +348,6 @@ def test_database_down_mid_run_fails_readiness_not_liveness_while_naive_health_l
         stop_demo(running)
 
 
-def test_readme_walkthrough_is_the_captured_output() -> None:
-    """Runs last in the module: the README's blocks are what the incidents above logged.
-
-    Each block must match the pattern this run's own line matched (figures, request
-    numbers and sampled frames vary from run to run); LIFESIGNS_UPDATE_README=1 writes
-    this run's lines into the README.
-    """
-    if not CAPTURED:
-        pytest.skip("run with the incident tests of this module: nothing was captured")
-    readme = README.read_text()
-    blocks = dict(re.findall(r"<!-- lab:([a-z-]+) -->\n```\n(.*?)\n```", readme, flags=re.S))
-    if os.environ.get("LIFESIGNS_UPDATE_README") == "1":
-        for name, (text, _pattern) in CAPTURED.items():
-
-            def put(match: re.Match[str], text: str = text) -> str:
-                return match.group(1) + text + match.group(2)
-
-            readme = re.sub(
-                rf"(<!-- lab:{re.escape(name)} -->\n```\n).*?(\n```)", put, readme, flags=re.S
-            )
-        README.write_text(readme)
-        return
-    missing = sorted(set(CAPTURED) - set(blocks))
-    assert not missing, f"README has no walkthrough block for {missing}"
-    for name, (text, pattern) in CAPTURED.items():
-        assert re.search(pattern, blocks[name]), (name, blocks[name], text)
-
-
 def test_database_down_at_start_the_workers_wait_then_become_ready(
     postgres: Postgres, tmp_path: Path
 ) -> None:
@@ -430,3 +402,31 @@ def test_sigterm_under_load_answers_every_request_in_flight(tmp_path: Path) -> N
     finally:
         if running.process.poll() is None:
             stop_demo(running)
+
+
+def test_readme_walkthrough_is_the_captured_output() -> None:
+    """Runs last in the module: the README's blocks are what the incidents above logged.
+
+    Each block must match the pattern this run's own line matched (figures, request
+    numbers and sampled frames vary from run to run); LIFESIGNS_UPDATE_README=1 writes
+    this run's lines into the README.
+    """
+    if not CAPTURED:
+        pytest.skip("run with the incident tests of this module: nothing was captured")
+    readme = README.read_text()
+    blocks = dict(re.findall(r"<!-- lab:([a-z-]+) -->\n```\n(.*?)\n```", readme, flags=re.S))
+    if os.environ.get("LIFESIGNS_UPDATE_README") == "1":
+        for name, (text, _pattern) in CAPTURED.items():
+
+            def put(match: re.Match[str], text: str = text) -> str:
+                return match.group(1) + text + match.group(2)
+
+            readme = re.sub(
+                rf"(<!-- lab:{re.escape(name)} -->\n```\n).*?(\n```)", put, readme, flags=re.S
+            )
+        README.write_text(readme)
+        return
+    missing = sorted(set(CAPTURED) - set(blocks))
+    assert not missing, f"README has no walkthrough block for {missing}"
+    for name, (text, pattern) in CAPTURED.items():
+        assert re.search(pattern, blocks[name]), (name, blocks[name], text)
