@@ -44,56 +44,83 @@ class Assembled(Protocol):
 class LifesignsMiddleware:
     """Serves lifesigns' exposed surfaces; every other request goes to ``app`` untouched.
 
-    Other requests are recorded as in flight while they run (see
-    :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut at
-    that deadline with a 504 (see :mod:`lifesigns.http.deadline`). The probes answer
-    before any of the application's own middleware (authentication, sessions).
+    Other requests are recorded as in flight while they run and tallied when they end
+    (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut
+    at that deadline with a 504 (see :mod:`lifesigns.http.deadline`): all in one ASGI
+    pass, one record and one wrapped ``send`` per request. The probes answer before any
+    of the application's own middleware (authentication, sessions).
+
+    ``track_requests=False`` serves the surfaces only: no request record, metrics or
+    deadline (the request path is then one dictionary lookup).
 
     **Usage**::
 
         app = LifesignsMiddleware(app, signs=signs)
     """
 
-    def __init__(self, app: ASGIApp, signs: Assembled) -> None:
-        if signs.settings.deadline is not None:
-            app = DeadlineMiddleware(app, signs=signs)
+    def __init__(self, app: ASGIApp, signs: Assembled, *, track_requests: bool = True) -> None:
         self.app = app
         self.signs = signs
         self.router: ProbeRouter = signs.router.for_surfaces(signs.settings.expose)
-        self.requests = signs.requests
+        self.requests: RequestTracker | None = signs.requests if track_requests else None
+        self.deadlines: DeadlineMiddleware | None = None
+        if signs.settings.deadline is not None:
+            self.deadlines = DeadlineMiddleware(app, signs=signs)
+            if not track_requests:
+                self.app = self.deadlines  # no record to carry the deadline: its own pass
+                self.deadlines = None
         self._looked_at: int | None = None  # id() of the application whose routes were read
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         kind = scope["type"]
-        if kind == "lifespan":
-            self._look_at(scope.get("app"))
-            self._note_private_surfaces()
-            token = LIFESPAN_SCOPE.set(scope)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                LIFESPAN_SCOPE.reset(token)
-            return
         if kind != "http":
-            await self.app(scope, receive, send)
+            if kind == "lifespan":
+                await self._lifespan(scope, receive, send)
+            else:
+                await self.app(scope, receive, send)
             return
-        self._look_at(scope.get("app"))
+        app = scope.get("app")
+        if self._looked_at != id(app):
+            self._look_at(app)
         path = scope["path"]
         if self.router.matches(path):
-            method = scope.get("method", "GET")
-            reply = await self.router.handle_async(
-                method,
-                path,
-                bytes(scope.get("query_string", b"")).decode("latin-1"),
-                _headers(scope),
-            )
-            await send_answer(send, reply, head=method == "HEAD")
+            await self._answer(scope, path, send)
             return
-        info = self.requests.begin(scope, receive, send)
+        requests = self.requests
+        if requests is None:
+            await self.app(scope, receive, send)
+            return
+        info = requests.begin(scope, receive, send)
         try:
+            deadlines = self.deadlines
+            if deadlines is not None:
+                limit, rule = deadlines.deadline_for(path)
+                if limit is not None:
+                    info.guard, info.deadline, info.rule = deadlines, limit, rule
+                    await deadlines.serve(info, self.app, info.receive, info.send)
+                    return
             await self.app(scope, info.receive, info.send)
         finally:
-            self.requests.end(info)
+            requests.end(info)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._look_at(scope.get("app"))
+        self._note_private_surfaces()
+        token = LIFESPAN_SCOPE.set(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            LIFESPAN_SCOPE.reset(token)
+
+    async def _answer(self, scope: Scope, path: str, send: Send) -> None:
+        method = scope.get("method", "GET")
+        reply = await self.router.handle_async(
+            method,
+            path,
+            bytes(scope.get("query_string", b"")).decode("latin-1"),
+            _headers(scope),
+        )
+        await send_answer(send, reply, head=method == "HEAD")
 
     def _note_private_surfaces(self) -> None:
         settings = self.signs.settings
@@ -108,9 +135,11 @@ class LifesignsMiddleware:
 
     def _look_at(self, app: Any) -> None:
         """Leave to ``app`` every probe path it routes itself, warning once per route."""
-        if app is None or self._looked_at == id(app):
+        if self._looked_at == id(app):
             return
         self._looked_at = id(app)
+        if app is None:
+            return
         for path, methods in _static_routes(app):
             probe = self.router.probe_for(path)
             if probe is None or probe == "debug" or (methods and "GET" not in methods):

@@ -29,7 +29,6 @@ import itertools
 import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
-from dataclasses import dataclass, field
 from typing import Any
 
 from .responses import Message, Receive, Send
@@ -58,28 +57,100 @@ _DEADLINE_TASK = "lifesigns deadline 504"
 _LABEL_CACHE_SIZE = 2048
 
 
-@dataclass(eq=False, slots=True)
 class RequestInfo:
-    """One request: method, path, route template, id, start time, and how it is answered."""
+    """One request: method, path, route template, id, start time, and how it is answered.
 
-    method: str
-    path: str
-    request_id: str
-    started: float = field(default_factory=time.monotonic)
-    scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
-    task_id: int = field(default=0, repr=False)
-    raw_receive: Receive | None = field(default=None, repr=False)
-    raw_send: Send | None = field(default=None, repr=False)
-    status: int = 0
-    """The status of the response once started (0 before)."""
-    complete: bool = False
-    """Whether the response's last body message was sent."""
-    disconnected: bool = False
-    """Whether the client went away before the response was complete."""
-    left_unanswered: bool = False
-    """Whether the client went away before the response started (counted as 499)."""
-    deadline_exceeded: bool = False
-    """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+    Built once per request by :meth:`RequestTracker.begin`; a plain slotted class with
+    one ``__init__`` (no dataclass defaults to run) because it is on every request's path.
+    """
+
+    __slots__ = (
+        "_id",
+        "_number",
+        "answer",
+        "complete",
+        "deadline",
+        "deadline_exceeded",
+        "disconnected",
+        "due",
+        "expired",
+        "guard",
+        "left_unanswered",
+        "method",
+        "path",
+        "raw_receive",
+        "raw_send",
+        "rule",
+        "scope",
+        "started",
+        "status",
+        "task",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        request_id: str | None = None,
+        started: float | None = None,
+        scope: MutableMapping[str, Any] | None = None,
+        task_id: int = 0,
+        raw_receive: Receive | None = None,
+        raw_send: Send | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self._id = request_id
+        self._number = next(_ids)
+        self.started: float = time.monotonic() if started is None else started
+        self.scope: MutableMapping[str, Any] = {} if scope is None else scope
+        self.task_id = task_id
+        self.raw_receive = raw_receive
+        self.raw_send = raw_send
+        self.status = 0
+        """The status of the response once started (0 before)."""
+        self.complete = False
+        """Whether the response's last body message was sent."""
+        self.disconnected = False
+        """Whether the client went away before the response was complete."""
+        self.left_unanswered = False
+        """Whether the client went away before the response started (counted as 499)."""
+        self.deadline_exceeded = False
+        """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+        # Set only for a request under a deadline (see lifesigns.http.deadline): the
+        # guard that sweeps it, its limit and due time (loop clock), the rule that chose
+        # it, the serving task, and the task sending the 504 once expired.
+        self.guard: Any = None
+        self.deadline = 0.0
+        self.due = 0.0
+        self.rule: str | None = None
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+        self.answer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestInfo(method={self.method!r}, path={self.path!r}, "
+            f"request_id={self.request_id!r}, status={self.status!r})"
+        )
+
+    @property
+    def request_id(self) -> str:
+        """The client's ``X-Request-ID`` (or ``X-Correlation-ID``), else a number of ours.
+
+        Read from the headers when first asked (a stall report, a held connection), not
+        on every request.
+        """
+        found = self._id
+        if found is None:
+            found = self._id = _request_id(self.scope) or str(self._number)
+        return found
+
+    @property
+    def started_response(self) -> bool:
+        """Whether the response has started (its status is known)."""
+        return self.status != 0
 
     @property
     def route(self) -> str:
@@ -125,11 +196,17 @@ class RequestInfo:
         return message
 
     async def send(self, message: Message) -> None:
-        """The server's ``send``, noting the status and the end of the response."""
+        """The server's ``send``, noting the status and the end of the response.
+
+        Past the request's deadline only the deadline's own 504 gets through: the client
+        has its answer (or its closed connection) already.
+        """
+        if self.expired and asyncio.current_task() is not self.answer:
+            return
         assert self.raw_send is not None
         if message["type"] == "http.response.start":
-            self.status = message["status"]
-            if self.status == 504:
+            self.status = status = message["status"]
+            if status == 504:
                 task = asyncio.current_task()
                 self.deadline_exceeded = task is not None and task.get_name() == _DEADLINE_TASK
         elif not message.get("more_body", False):
@@ -140,6 +217,10 @@ class RequestInfo:
             self.disconnected = True
             self.left_unanswered = message["type"] == "http.response.start"
             raise
+
+    def expire(self) -> None:
+        """Past the deadline: cancel the handler, answer 504 (see :mod:`~lifesigns.http.deadline`)."""
+        self.guard.expire(self, self.send)
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request", default=None)
@@ -238,18 +319,18 @@ class RequestTracker:
         Hand the application the record's :meth:`~RequestInfo.receive` and
         :meth:`~RequestInfo.send`, so that the tally sees the status and a client leaving.
         """
-        request_id = _request_id(scope) or str(next(_ids))
         task = asyncio.current_task()
         info = RequestInfo(
             scope.get("method", "GET"),
             scope.get("path", ""),
-            request_id,
+            None,
             time.monotonic(),
             scope,
             id(task) if task is not None else 0,
             receive,
             send,
         )
+        info.task = task
         self._active[id(info)] = info
         if task is not None:
             self._by_task[info.task_id] = info
