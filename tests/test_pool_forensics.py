@@ -93,7 +93,9 @@ def test_leaked_session_is_named_with_route_and_server_view(
 
     server.wait_for_log(r"connection leak suspected", timeout=threshold + 5)
     reported_after = time.monotonic() - leaked_at
-    assert reported_after <= threshold + 1.0, f"reported {reported_after:.2f} s after the leak"
+    # Its request ended with the response: a leak by owner, reported before leak_threshold
+    # (issue 10; this used to wait for the threshold).
+    assert reported_after < threshold, f"reported {reported_after:.2f} s after the leak"
 
     report = log_block(server.log_text(), "connection leak suspected")
     assert "GET /reports/{report_id}/leak" in report  # the route template
@@ -102,6 +104,8 @@ def test_leaked_session_is_named_with_route_and_server_view(
     assert "idle in transaction" in report  # PostgreSQL's view of the held connection
     assert "report_leak" in report  # the last query it ran
     assert report.count("connection leak suspected") == 1
+    assert "after its owner ended: GET /reports/{report_id}/leak" in report
+    assert "ended with status 200" in report
 
     metrics = httpx.get(f"{server.url}/metrics", timeout=5).text
     leak_line = next(
@@ -115,7 +119,7 @@ def test_leaked_session_is_named_with_route_and_server_view(
     assert server.log_text().count("connection leak suspected") == 1
     assert httpx.post(f"{server.url}/release", timeout=5).status_code == 200
     returned = server.wait_for_log(r"leak returned: .* returned after (\d+\.\d) s", timeout=5)
-    assert float(returned.group(1)) >= threshold
+    assert float(returned.group(1)) >= 1.0  # held through the second above
     assert pool_dump(server)["leaks"]["returned"] == 1
     assert_no_password(postgres, server.log_text())
 
@@ -133,6 +137,8 @@ async def test_pool_exhaustion_snapshots_once_per_episode_and_readiness_recovers
         POOL_OVERFLOW="0",
         POOL_TIMEOUT="0.5",
         LIFESIGNS_SATURATED_AFTER=str(saturated_after),
+        # Failing readiness on pool pressure is opt-in (issue 10: by default it warns).
+        LIFESIGNS_ON_SATURATION="fail",
     )
     async with httpx.AsyncClient(base_url=server.url, timeout=40) as client:
         for episode in (1, 2):
@@ -236,6 +242,10 @@ async def test_batch_job_starves_the_api_without_a_bulkhead(
     assert dump["pool"]["checkout_timeouts"] >= len(failures)
     assert dump["episodes"], "no exhaustion snapshot"
     assert "batch" in str(dump["episodes"][0]["holders"])  # the batch task held them
+    # Grouped by coroutine, not one line per gathered task (Task-1621 x1, Task-1626 x1...).
+    groups = dump["episodes"][0]["by_route"]
+    assert not any(re.match(r"task Task-\d+", group) for group in groups), groups
+    assert any(g.endswith("run_batch.<locals>.one") for g in groups), groups
 
 
 @MODES

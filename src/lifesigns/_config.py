@@ -648,21 +648,32 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         30.0,
         Seconds(minimum=2.0, allow_zero=True, maximum=86_400.0, optional=True),
         "db",
-        "seconds a connection may be held before it is reported as a suspected leak",
+        "seconds a connection may be held, while its owner runs, before it is reported as a "
+        "suspected leak (one its finished request or task left behind is reported at once)",
     ),
     Option(
         "saturated_after",
         10.0,
         Seconds(maximum=3600.0),
         "db",
-        "seconds of pool saturation before the `<engine>-pool` check turns",
+        "seconds of pool saturation, with checkouts failing, before `on_saturation='fail'` "
+        "fails readiness",
     ),
     Option(
         "on_saturation",
-        "fail",
-        Choice(("fail", "degrade")),
+        "warn",
+        Choice(("warn", "degrade", "fail")),
         "db",
-        "what saturation does to readiness: fail it, or only warn",
+        "what pool pressure does: `warn` in `/health` only (`degrade` is its old name), or "
+        "`fail` readiness too (opt-in: when every replica is loaded alike, it sheds all "
+        "traffic; see `lifesigns.db.saturation`)",
+    ),
+    Option(
+        "wait_warn",
+        0.1,
+        Seconds(maximum=3600.0),
+        "db",
+        "p95 checkout wait of the last 30 s that the `<engine>-pool` check counts as pressure",
     ),
     Option(
         "high_water",
@@ -697,7 +708,8 @@ OPTIONS: Final[Mapping[str, Option]] = _rows(
         None,
         Seconds(maximum=60.0, optional=True),
         "db",
-        "seconds between pool scans (`None`: a quarter of `leak_threshold`, within 0.25-5 s)",
+        "seconds between pool scans while idle (`None`: a quarter of `leak_threshold`, within "
+        "0.25-5 s; a quarter of a second while connections are out)",
     ),
     Option(
         "server_view",
@@ -814,7 +826,8 @@ class Settings:
     deadline: float | None = None
     leak_threshold: float | None = 30.0
     saturated_after: float = 10.0
-    on_saturation: str = "fail"
+    on_saturation: str = "warn"
+    wait_warn: float = 0.1
     high_water: float = 0.9
     low_water: float = 0.5
     full_stacks: float = 0.0

@@ -310,68 +310,46 @@ class Lifesigns:
         """Watch a SQLAlchemy ``Engine`` or ``AsyncEngine``.
 
         Registers a readiness check named ``name`` that runs ``SELECT 1`` within
-        ``timeout`` (default ``check_timeout``) and never queues behind an exhausted pool,
-        and, unless ``wait_at_startup=False``, makes start-up wait for the database with
-        back-off until ``startup_deadline`` (default the instance's). The URL is shown with
-        its password masked, everywhere.
+        ``timeout`` (default ``check_timeout``) on a connection of its own, so that it
+        never queues behind the application's checkouts, and, unless
+        ``wait_at_startup=False``, makes start-up wait for the database with back-off
+        until ``startup_deadline`` (default the instance's). The URL is shown with its
+        password masked, everywhere.
 
         With ``forensics`` (the default) the pool is watched too: who holds each
-        connection, leaks past ``leak_threshold``, exhaustion snapshots, saturation in
-        readiness, sizing advice and ``/debug/pool``; ``forensics_options`` go to
+        connection, leaks (a connection its finished request left behind, within a
+        second; one held past ``leak_threshold``), exhaustion snapshots, pool pressure
+        in ``/health``, sizing advice and ``/debug/pool``; ``forensics_options`` go to
         :func:`lifesigns.db.forensics.attach` (``leak_threshold=30``,
-        ``saturated_after=10``, ``on_saturation="fail"``, ``full_stacks=0``...).
+        ``on_saturation="fail"`` to let pressure fail readiness, ``full_stacks=0``...).
         """
-        if name in self._engines:
-            raise ConfigError(
-                f"an engine named {name!r} is already watched; pass name=... to tell them apart"
-            )
-        s = self.settings
-        chosen_timeout = (
-            s.check_timeout
-            if timeout is None
-            else _config.option("check_timeout").parse(timeout, given_as="timeout")
-        )
-        deadline = (
-            s.startup_deadline
-            if startup_deadline is None
-            else _config.option("startup_deadline").parse(startup_deadline)
-        )
-        watched = WatchedEngine(name, engine, timeout=chosen_timeout, startup_deadline=deadline)
-        if forensics:
-            # First, so that a bad option leaves nothing half-registered.
-            from .db import forensics as pool_forensics
+        from .db import attach_engine
+        from .http.requests import current_request
 
-            pool_forensics.attach(self, watched, **forensics_options)
-        elif forensics_options:
-            raise ConfigError(f"{', '.join(sorted(forensics_options))} need forensics=True")
-        self.redactor.add(watched.password)
-
-        async def database_check() -> dict[str, Any]:
-            return await watched.ping(self.runner.executor)
-
-        database_check.__qualname__ = f"ping {watched.url}"
-        check = self.check(
-            name,
-            database_check,
-            timeout=chosen_timeout,
+        attached = attach_engine(
+            self.host,
+            engine,
+            name=name,
+            timeout=timeout,
             critical=critical,
-            component_type="datastore",
+            startup_deadline=startup_deadline,
+            wait_at_startup=wait_at_startup,
+            forensics=forensics,
+            current_request=current_request.get,
+            **forensics_options,
         )
-        self._engines[name] = watched
-        if wait_at_startup:
-            self._dependencies.append(
-                (
-                    Dependency(
-                        name=name,
-                        description=watched.description,
-                        attempt=database_check,
-                        deadline=deadline,
-                        attempt_timeout=max(chosen_timeout, 2.0),
-                    ),
-                    check,
-                )
+        self._engines[name] = attached.watched
+        wait = attached.wait
+        if wait is not None:
+            dependency = Dependency(
+                name=wait.name,
+                description=wait.description,
+                attempt=wait.attempt,
+                deadline=wait.deadline,
+                attempt_timeout=wait.attempt_timeout,
             )
-        return watched
+            self._dependencies.append((dependency, attached.check))
+        return attached.watched
 
     def bulkhead(self, name: str, max_connections: int, *, timeout: float = 30.0) -> Bulkhead:
         """A named cap on how many connections one class of work may hold at once.
@@ -383,7 +361,7 @@ class Lifesigns:
         """
         from .db.bulkhead import bulkhead
 
-        return bulkhead(self, name, max_connections, timeout=timeout)
+        return bulkhead(self.host, name, max_connections, timeout=timeout)
 
     def startup_step(self, name: str, *, timeout: float = 60.0) -> Callable[[F], F]:
         """Register work that must finish before the service is ready (a migration, a warm-up).

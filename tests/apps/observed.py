@@ -44,8 +44,13 @@ URL = os.environ.get("DATABASE_URL")
 METRICS_PORT = os.environ.get("OBSERVED_METRICS_PORT")
 
 # The loop layer is attached explicitly, first, to choose its census interval.
+# The tests scrape /metrics on the application port: it is served there only when asked
+# (expose=, issue 10); the side port serves it always.
 signs = Lifesigns(
-    service=os.environ.get("OBSERVED_SERVICE", "observed"), token=TOKEN, watchdog=False
+    service=os.environ.get("OBSERVED_SERVICE", "observed"),
+    token=TOKEN,
+    watchdog=False,
+    expose=os.environ.get("LIFESIGNS_EXPOSE", "all"),
 )
 if os.environ.get("OBSERVED_CENSUS_INTERVAL"):
     attach(signs, census_interval=float(os.environ["OBSERVED_CENSUS_INTERVAL"]))

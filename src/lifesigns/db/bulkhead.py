@@ -27,23 +27,20 @@ import inspect
 import re
 import threading
 import time
-import weakref
 from collections import deque
 from collections.abc import Callable, Coroutine, Iterator
 from contextvars import ContextVar
 from dataclasses import dataclass
 from types import TracebackType
-from typing import TYPE_CHECKING, Any, ParamSpec, TypeVar, overload
+from typing import Any, ParamSpec, TypeVar, overload
 
 from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Metric
 from prometheus_client.registry import Collector
 
 from .._config import seconds
 from ..errors import ConfigError, Degraded, LifesignsError
+from ..host import Host
 from .pool_metrics import WAIT_BUCKETS, LightHistogram
-
-if TYPE_CHECKING:
-    from ..core import Lifesigns
 
 P = ParamSpec("P")
 R = TypeVar("R")
@@ -324,8 +321,9 @@ class Bulkhead:
 
 
 class Bulkheads:
-    """The bulkheads of one :class:`~lifesigns.Lifesigns`: its ``bulkheads`` check
-    (non-critical: ``warn`` for a minute after a caller was turned away) and metrics."""
+    """The bulkheads of one host: its ``bulkheads`` check (non-critical: ``warn`` for a
+    minute after a caller was turned away) and metrics. A layer part, registered with
+    ``host.layer("db.bulkheads", ...)`` by :func:`bulkhead`."""
 
     def __init__(self) -> None:
         self._by_name: dict[str, Bulkhead] = {}
@@ -430,29 +428,28 @@ class BulkheadCollector(Collector):
         return iter(())
 
 
-_per_signs: weakref.WeakKeyDictionary[Lifesigns, Bulkheads] = weakref.WeakKeyDictionary()
-_per_signs_lock = threading.Lock()
+BULKHEADS_LAYER = "db.bulkheads"
+"""The key of a host's :class:`Bulkheads` (see :meth:`lifesigns.host.Host.layer`)."""
 
 
-def bulkheads_of(signs: Lifesigns) -> Bulkheads | None:
-    """The bulkheads of ``signs``, if it has any."""
-    return _per_signs.get(signs)
+def bulkheads_of(host: Host) -> Bulkheads | None:
+    """The bulkheads of ``host``, if it has any."""
+    found = host.find_layer(BULKHEADS_LAYER)
+    return found if isinstance(found, Bulkheads) else None
 
 
-def bulkhead(
-    signs: Lifesigns, name: str, max_connections: int, *, timeout: float = 30.0
-) -> Bulkhead:
-    """The bulkhead ``name`` of ``signs`` (see :meth:`lifesigns.Lifesigns.bulkhead`).
+def bulkhead(host: Host, name: str, max_connections: int, *, timeout: float = 30.0) -> Bulkhead:
+    """The bulkhead ``name`` of ``host`` (see :meth:`lifesigns.Lifesigns.bulkhead`).
 
     The first one registers the non-critical ``bulkheads`` check and the
     ``lifesigns_bulkhead_*`` metrics; asking again for an existing name with the same
     settings returns the same bulkhead, with other settings raises ``ConfigError``.
     """
-    with _per_signs_lock:
-        registry = _per_signs.get(signs)
-        if registry is None:
-            registry = Bulkheads()
-            signs.check("bulkheads", registry.check, critical=False, pass_ttl=1.0, fail_ttl=1.0)
-            signs.registry.register(BulkheadCollector(registry))
-            _per_signs[signs] = registry
-    return registry.add(name, max_connections, timeout)
+
+    def build() -> Bulkheads:
+        registry = Bulkheads()
+        host.add_check("bulkheads", registry.check, critical=False, pass_ttl=1.0, fail_ttl=1.0)
+        host.registry.register(BulkheadCollector(registry))
+        return registry
+
+    return host.layer(BULKHEADS_LAYER, None, build).add(name, max_connections, timeout)

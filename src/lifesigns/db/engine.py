@@ -1,14 +1,13 @@
-"""A watched SQLAlchemy engine: its readiness check and its start-up wait.
+"""A watched SQLAlchemy engine: its masked URL, its pool's figures and its readiness ping.
 
 Works with a sync ``Engine`` and an ``AsyncEngine`` alike (asyncpg, psycopg 3, aiosqlite
-and others). The check never waits in the pool's queue: when every connection is checked
-out it reports that at once instead of queueing behind the requests for ``pool_timeout``
-(30 s by default).
+and others). The ping measures reachability on a connection of its own
+(:mod:`lifesigns.db.probe`), so it never queues behind the application's checkouts,
+whatever the pool does: a full pool is load, and load is not an outage.
 """
 
 from __future__ import annotations
 
-import asyncio
 import concurrent.futures
 from typing import Any
 
@@ -18,9 +17,9 @@ from sqlalchemy.pool import Pool
 
 from .._secrets import mask_url
 from ..errors import ConfigError, Degraded
+from .probe import PING_SQL, ProbeConnection
 
-PING_SQL = "SELECT 1 AS lifesigns_ping"
-"""What the check runs; the alias makes it easy to find in ``pg_stat_statements``."""
+__all__ = ["PING_SQL", "WatchedEngine", "engine_url", "ping", "pool_state"]
 
 
 def engine_url(engine: Engine | AsyncEngine) -> str:
@@ -49,6 +48,11 @@ def pool_state(pool: Pool) -> dict[str, Any]:
     max_overflow = getattr(pool, "_max_overflow", None)
     if isinstance(max_overflow, int):
         state["max_overflow"] = max_overflow
+        size, out = state.get("size"), state.get("checked_out")
+        if isinstance(size, int) and isinstance(out, int) and max_overflow >= 0:
+            # The pool counts a connection being opened as checked out: never more than
+            # it may hand out.
+            state["checked_out"] = max(0, min(out, size + max_overflow))
     return state
 
 
@@ -59,40 +63,29 @@ def _exhausted(state: dict[str, Any]) -> bool:
     return extra >= 0 and out >= size + extra
 
 
-def _statement_timeout_sql(dialect: str, timeout: float) -> str | None:
-    if dialect == "postgresql":
-        return f"SET LOCAL statement_timeout = {max(1, int(timeout * 1000))}"
-    return None
-
-
 async def ping(
     engine: Engine | AsyncEngine,
     timeout: float,
     executor: concurrent.futures.Executor | None = None,
 ) -> dict[str, Any]:
-    """Run ``SELECT 1`` on ``engine`` once and return the pool's state.
+    """Run ``SELECT 1`` once on a connection of its own and return the pool's state.
 
-    Raises :class:`~lifesigns.errors.Degraded` when the pool is exhausted (no waiting in
-    its queue) and the driver's error when the database does not answer. On PostgreSQL
-    the statement runs under ``statement_timeout``; the caller bounds the whole call.
-    A sync engine is driven from ``executor`` (a thread), never from the event loop.
+    Raises the driver's error when the database does not answer, and
+    :class:`~lifesigns.errors.Degraded` when it answers while the application's pool is
+    exhausted. A sync engine is driven from ``executor`` (a thread), never the loop.
     """
-    return await WatchedEngine("ping", engine, timeout=timeout).ping(executor)
-
-
-def _ping_sync(engine: Engine, guard: str | None) -> None:
-    with engine.connect() as conn:
-        if guard:
-            conn.exec_driver_sql(guard)
-        conn.exec_driver_sql(PING_SQL)
+    watched = WatchedEngine("ping", engine, timeout=timeout)
+    try:
+        return await watched.ping(executor)
+    finally:
+        await watched.probe.close()
 
 
 class WatchedEngine:
     """An engine lifesigns watches: its name, masked URL and ``SELECT 1`` ping.
 
-    A sync engine is pinged from a worker thread that cannot be interrupted; while one
-    such ping is still stuck (a database that accepts connections and never answers),
-    the next ping fails at once instead of stacking a second thread behind it.
+    The ping runs on :attr:`probe`, a one-connection pool of its own (see
+    :mod:`lifesigns.db.probe`); the application's pool is only read, never borrowed from.
     """
 
     def __init__(
@@ -109,7 +102,10 @@ class WatchedEngine:
         self.url = engine_url(engine)
         self.timeout = timeout
         self.startup_deadline = startup_deadline
-        self._stuck: concurrent.futures.Future[None] | None = None
+        self.probe = ProbeConnection(engine, timeout=timeout)
+
+    def __repr__(self) -> str:
+        return f"WatchedEngine({self.name!r}, {self.url!r})"
 
     @property
     def password(self) -> str | None:
@@ -127,25 +123,13 @@ class WatchedEngine:
 
     async def ping(self, executor: concurrent.futures.Executor | None = None) -> dict[str, Any]:
         """See :func:`ping`."""
+        await self.probe.ping(executor)
         state = self.pool_state()
         if _exhausted(state):
+            # Reachable: readiness holds. The warning says where the latency comes from.
             raise Degraded(
                 f"pool exhausted: {state['checked_out']} of "
                 f"{state['size'] + state['max_overflow']} connections checked out; "
-                "not queueing behind them"
+                "the database answers on lifesigns' own connection"
             )
-        guard = _statement_timeout_sql(self.sync_engine.dialect.name, self.timeout)
-        if isinstance(self.engine, AsyncEngine):
-            async with self.engine.connect() as conn:
-                if guard:
-                    await conn.exec_driver_sql(guard)
-                await conn.exec_driver_sql(PING_SQL)
-            return state
-        if self._stuck is not None and not self._stuck.done():
-            raise TimeoutError("the previous ping is still waiting for the database")
-        if executor is None:
-            raise RuntimeError("pinging a sync engine needs an executor")
-        future = executor.submit(_ping_sync, self.sync_engine, guard)
-        self._stuck = future
-        await asyncio.wrap_future(future)
         return state

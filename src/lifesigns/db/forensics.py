@@ -1,25 +1,28 @@
 """Pool forensics for one watched engine: ``attach()`` wires every part together.
 
-**Usage**::
+**Usage** (``Lifesigns.watch_engine`` does this for you; a light host is enough)::
 
-    signs = Lifesigns(service="orders")
-    watched = signs.watch_engine(engine)
-    forensics = attach(signs, watched, leak_threshold=30, saturated_after=10)
+    host = Host()
+    watched = WatchedEngine("database", engine, timeout=0.5)
+    forensics = attach(host, watched, leak_threshold=30, saturated_after=10)
 
 What it wires (nothing starts before the lifespan; listeners only record):
 
 * the holder registry on the engine's pool events (:mod:`~lifesigns.db.holders`);
-* a forensics thread (a :class:`~lifesigns.Component`, started and stopped by the
-  lifespan) that scans every ``scan_interval`` and when woken: leak reports
-  (:mod:`~lifesigns.db.leaks`), one exhaustion snapshot per episode
-  (:mod:`~lifesigns.db.snapshot`), PostgreSQL's view of the holders
-  (:mod:`~lifesigns.db.server_view`) and sizing samples (:mod:`~lifesigns.db.sizing`);
-* the readiness check ``<engine>-pool`` (:mod:`~lifesigns.db.saturation`) and the
-  non-critical ``<engine>-pool-sizing`` check;
+* a forensics thread (a component of the host, started and stopped by the lifespan)
+  that scans every ``scan_interval``, and four times a second while connections are
+  checked out: leaks by owner and by age (:mod:`~lifesigns.db.leaks`), one exhaustion
+  snapshot per episode (:mod:`~lifesigns.db.snapshot`), PostgreSQL's view of the
+  holders (:mod:`~lifesigns.db.server_view`) and sizing samples
+  (:mod:`~lifesigns.db.sizing`);
+* the pressure check ``<engine>-pool`` (:mod:`~lifesigns.db.saturation`; it warns,
+  and fails readiness only with ``on_saturation="fail"``) and the non-critical
+  ``<engine>-pool-sizing`` check;
 * the token-protected dump ``/debug/pool`` (all attached engines, and the bulkheads);
 * the ``lifesigns_pool_*`` metrics (:mod:`~lifesigns.db.pool_metrics`).
 
-Reports go to the ``lifesigns.pool`` logger, through the instance's redactor.
+State lives on the host's layers (``db.pools``, ``db.forensics.<engine>``), never in
+module globals. Reports go to the ``lifesigns.pool`` logger, through the host's redactor.
 """
 
 from __future__ import annotations
@@ -29,21 +32,21 @@ import json
 import logging
 import threading
 import time
-import weakref
 from collections import Counter
 from dataclasses import asdict, dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from .. import _config
 from .._config import UNSET
 from ..errors import ConfigError
+from ..host import HasHost, Host, as_host
 from .bulkhead import bulkheads_of
 from .engine import WatchedEngine
-from .holders import Holder, HolderRegistry, pool_figures
-from .leaks import DEFAULT_LEAK_THRESHOLD, LeakDetector, leak_threshold
+from .holders import CurrentRequest, Holder, HolderRegistry, pool_figures
+from .leaks import LeakDetector, leak_threshold
 from .pool_metrics import PoolCollector
 from .saturation import (
-    DEFAULT_SATURATED_AFTER,
+    DEFAULT_WAIT_WARN,
     SaturationAction,
     SaturationCheck,
     saturation_action,
@@ -53,13 +56,17 @@ from .sites import SiteCapture
 from .sizing import SizingAdvisor
 from .snapshot import ExhaustionSnapshots
 
-if TYPE_CHECKING:
-    from ..core import Lifesigns
-
 logger = logging.getLogger("lifesigns.pool")
 
 LIMITS_REFRESH = 600.0
 """Seconds between reads of the server's ``max_connections``."""
+
+LIMITS_RETRY = 5.0
+"""Seconds before reading them again after a failed read (the database was down)."""
+
+OWNER_SCAN = 0.25
+"""Seconds between scans while connections are checked out, so that a connection left
+behind by a finished request is reported within a second."""
 
 
 def _fraction(name: str, value: object, *, from_env: bool = False) -> float:
@@ -123,6 +130,7 @@ class ForensicsSettings:
     server_view: bool
     query_timeout: float
     replicas: int | None
+    wait_warn: float = DEFAULT_WAIT_WARN
 
 
 class PoolForensics:
@@ -133,9 +141,14 @@ class PoolForensics:
     """
 
     def __init__(
-        self, signs: Lifesigns, watched: WatchedEngine, settings: ForensicsSettings
+        self,
+        host: Host,
+        watched: WatchedEngine,
+        settings: ForensicsSettings,
+        *,
+        current_request: CurrentRequest | None = None,
     ) -> None:
-        self.signs = signs
+        self.host = host
         self.watched = watched
         self.settings = settings
         self.name = watched.name
@@ -145,6 +158,7 @@ class PoolForensics:
             self.sites,
             high_water=settings.high_water,
             low_water=settings.low_water,
+            current_request=current_request or _task_request(host),
         )
         self.leaks = LeakDetector(watched.name, settings.leak_threshold)
         self.snapshots = ExhaustionSnapshots(watched.name)
@@ -152,10 +166,11 @@ class PoolForensics:
             self.holders,
             saturated_after=settings.saturated_after,
             on_saturation=settings.on_saturation,
+            wait_warn=settings.wait_warn,
         )
         self.sizing = SizingAdvisor(self.holders, replicas=settings.replicas, leaks=self.leaks)
         self.server = ServerView(
-            watched.engine, timeout=settings.query_timeout, redactor=signs.redactor
+            watched.engine, timeout=settings.query_timeout, redactor=host.redactor
         )
         self._thread: threading.Thread | None = None
         self._stopping = threading.Event()
@@ -196,11 +211,23 @@ class PoolForensics:
         self.holders.remove()
 
     def _run(self) -> None:
-        wake = self.holders.wake
+        registry = self.holders
+        wake = registry.wake
+        interval = self.settings.scan_interval
+        busy_at = time.monotonic()
         first = True  # scan at once: the server's limits are known from the start
         while not self._stopping.is_set():
             if not first:
-                wake.wait(self.settings.scan_interval)
+                if registry.holders:
+                    busy_at = time.monotonic()
+                if time.monotonic() - busy_at < interval:
+                    wake.wait(min(interval, OWNER_SCAN))
+                else:
+                    # Idle for a whole interval: sleep long; the next checkout wakes us.
+                    registry.idle_sleep = True
+                    if not registry.holders:
+                        wake.wait(interval)
+                    registry.idle_sleep = False
             first = False
             wake.clear()
             if self._stopping.is_set():
@@ -216,12 +243,13 @@ class PoolForensics:
         """One scan: returned leaks, new leaks, the episode's snapshot, sizing samples."""
         registry = self.holders
         registry.refresh()
-        redact = self.signs.redactor.redact
+        redact = self.host.redactor.redact
         while registry.returned:
             holder, held = registry.returned.popleft()
             logger.info("%s", redact(self.leaks.returned_report(holder, held)))
         now = time.monotonic()
         current = list(registry.holders.values())
+        orphans = self.leaks.owner_scan(current, now)
         leaked = self.leaks.scan(current, now)
         episode = registry.episode_number
         snapshot_due = episode > self.snapshots.reported_episode
@@ -234,9 +262,14 @@ class PoolForensics:
             returned = [h for h in registry.episode_holders if h not in current]
         backends: dict[int, Backend] = {}
         note: str | None = None
-        if leaked or snapshot_due:
-            pids = [h.backend_pid for h in (*leaked, *holders, *returned) if h.backend_pid]
-            backends, note = self._backends(pids)
+        if orphans or leaked or snapshot_due:
+            orphaned = [h for h, _, _ in orphans]
+            everyone = (*orphaned, *leaked, *holders, *returned)
+            backends, note = self._backends([h.backend_pid for h in everyone if h.backend_pid])
+        for holder, since_end, how in orphans:
+            backend = backends.get(holder.backend_pid or 0)
+            report = self.leaks.owner_report(holder, since_end, how, backend, note)
+            logger.warning("%s", redact(report))
         for holder in leaked:
             report = self.leaks.report(holder, backends.get(holder.backend_pid or 0), note)
             logger.warning("%s", redact(report))
@@ -275,7 +308,9 @@ class PoolForensics:
         sizing = self.sizing
         if not self.settings.server_view or not self.server.available:
             return
-        if sizing.limits_at is not None and now - sizing.limits_at < LIMITS_REFRESH:
+        # Soon again after a failed read: the database may have been down at start.
+        every = LIMITS_REFRESH if sizing.limits else LIMITS_RETRY
+        if sizing.limits_at is not None and now - sizing.limits_at < every:
             return
         try:
             sizing.set_limits(self.server.limits())
@@ -292,6 +327,7 @@ class PoolForensics:
         out = registry.checked_out()
         capacity = registry.capacity
         oldest = min((h.taken for h in list(registry.holders.values())), default=None)
+        longest = 0.0 if oldest is None else max(0.0, time.monotonic() - oldest)
         return {
             "size": figures.get("size"),
             "capacity": capacity,
@@ -301,7 +337,7 @@ class PoolForensics:
             "waiting": waiting,
             "utilization": out / capacity if capacity else None,
             "saturated": 1.0 if registry.saturated_since is not None else 0.0,
-            "longest_hold_seconds": 0.0 if oldest is None else time.monotonic() - oldest,
+            "longest_hold_seconds": longest,
             "peak_checked_out": registry.peak,
         }
 
@@ -335,9 +371,8 @@ class PoolForensics:
             },
             "holders": [h.as_dict(now) for h in holders],
             "holders_by_site": dict(Counter(h.site for h in holders)),
-            "holders_by_route": dict(
-                Counter(h.request.route if h.request else h.owner for h in holders)
-            ),
+            "holders_by_route": dict(Counter(h.group for h in holders)),
+            "holders_by_owner_and_site": dict(Counter(f"{h.group} at {h.site}" for h in holders)),
             "leaks": self.leaks.state(),
             "episodes": list(self.snapshots.recent),
             "episode_open": registry.episode_open,
@@ -360,15 +395,15 @@ class _ComponentAdapter:
         await self.forensics.stop()
 
 
-class _Attached:
-    """The pools attached to one ``Lifesigns``: one dump and one metrics collector."""
+class _Pools:
+    """The pools attached to one host: one dump and one metrics collector for all."""
 
-    def __init__(self, signs: Lifesigns) -> None:
+    def __init__(self, host: Host) -> None:
         self.pools: list[PoolForensics] = []
-        redactor = signs.redactor
+        redactor = host.redactor
 
         def pool_dump() -> dict[str, Any]:
-            bulkheads = bulkheads_of(signs)
+            bulkheads = bulkheads_of(host)
             data = {
                 "engines": {p.name: p.dump() for p in list(self.pools)},
                 "bulkheads": bulkheads.state() if bulkheads is not None else {},
@@ -377,113 +412,153 @@ class _Attached:
             cleaned: dict[str, Any] = json.loads(redactor.redact(json.dumps(data, default=str)))
             return cleaned
 
-        signs.add_dump("pool", pool_dump)
-        signs.registry.register(PoolCollector(lambda: list(self.pools)))
+        host.add_dump("pool", pool_dump)
+        host.registry.register(PoolCollector(lambda: list(self.pools)))
 
 
-_attached: weakref.WeakKeyDictionary[Lifesigns, _Attached] = weakref.WeakKeyDictionary()
-_attached_lock = threading.Lock()
+POOLS_LAYER = "db.pools"
+
+
+def pools_of(host: Host) -> list[PoolForensics]:
+    """The pool forensics attached to ``host``, in attach order."""
+    found = host.find_layer(POOLS_LAYER)
+    return list(found.pools) if isinstance(found, _Pools) else []
+
+
+def _task_request(host: Host) -> CurrentRequest:
+    """The request tracker's ``current()`` where it has one (the edge's reads its context
+    variable, seen in worker threads too), else the request of the running task."""
+    requests = host.requests
+    current_of_tracker = getattr(requests, "current", None)
+    if callable(current_of_tracker):
+        found: CurrentRequest = current_of_tracker
+        return found
+
+    def current() -> Any:
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # no loop in this thread
+            return None
+        return requests.for_task(task) if task is not None else None
+
+    return current
 
 
 def attach(
-    signs: Lifesigns,
+    target: Host | HasHost,
     watched: WatchedEngine,
     *,
     leak_threshold: float | object | None = UNSET,
     saturated_after: float | object = UNSET,
-    on_saturation: SaturationAction | object = UNSET,
-    high_water: float = 0.9,
-    low_water: float = 0.5,
+    on_saturation: SaturationAction | str | object = UNSET,
+    wait_warn: float | object = UNSET,
+    high_water: float | object = UNSET,
+    low_water: float | object = UNSET,
     full_stacks: bool | float | object = UNSET,
-    stack_depth: int = 6,
-    scan_interval: float | None = None,
-    server_view: bool = True,
-    query_timeout: float = 2.0,
+    stack_depth: int | object = UNSET,
+    scan_interval: float | object | None = UNSET,
+    server_view: bool | object = UNSET,
+    query_timeout: float | object = UNSET,
     replicas: int | object | None = UNSET,
+    current_request: CurrentRequest | None = None,
 ) -> PoolForensics:
-    """Watch ``watched``'s pool: holders, leaks, exhaustion, saturation, sizing, dump.
+    """Watch ``watched``'s pool: holders, leaks, pressure, exhaustion, sizing, dump.
 
-    Options (those marked *env* also read ``LIFESIGNS_<NAME>``; an argument wins):
+    ``target`` is the host (or its owner, a :class:`~lifesigns.Lifesigns`). Each option
+    is, in order: the argument, else ``LIFESIGNS_<NAME>``, else the host's settings
+    (the settings table, :data:`lifesigns._config.OPTIONS`):
 
-    * ``leak_threshold`` (*env*): seconds a connection may be held before it is
-      reported as a suspected leak; default 30 (SQLAlchemy's ``pool_timeout``),
-      minimum 2 (HikariCP's floor), ``None`` turns it off. See :mod:`.leaks`.
-    * ``saturated_after`` (*env*): seconds of saturation before the ``<engine>-pool``
-      check turns; default 10. ``on_saturation`` (*env*): ``"fail"`` (readiness false,
-      the default) or ``"degrade"`` (warn only). See :mod:`.saturation`.
+    * ``leak_threshold``: seconds a connection may be held, while its owner still runs,
+      before it is reported as a suspected leak; default 30 (SQLAlchemy's
+      ``pool_timeout``), minimum 2 (HikariCP's floor), ``None`` turns it off. A
+      connection its finished owner left behind is reported within a second, whatever
+      this says. See :mod:`.leaks`.
+    * ``on_saturation``: ``"warn"`` (the default: pressure shows in ``/health``, never
+      in readiness) or ``"fail"`` (opt-in; its risk is in :mod:`.saturation`);
+      ``saturated_after``: seconds of saturation, with checkouts failing, before
+      ``"fail"`` fails readiness (10); ``wait_warn``: the p95 checkout wait (seconds)
+      that counts as pressure (0.1).
     * ``high_water``, ``low_water``: fractions of capacity that open and close an
       exhaustion episode (0.9 and 0.5). See :mod:`.snapshot`.
-    * ``full_stacks`` (*env*): fraction of checkouts that also record their whole stack
+    * ``full_stacks``: fraction of checkouts that also record their whole stack
       (0 by default; ``True`` means every one, at a few microseconds each).
     * ``stack_depth``: application frames kept per checkout site (6).
-    * ``scan_interval``: seconds between scans; default a quarter of
-      ``leak_threshold``, within 0.25-5 s, so a leak is reported within
-      ``leak_threshold`` plus at most a quarter of it.
+    * ``scan_interval``: seconds between scans while the pool is idle; default a
+      quarter of ``leak_threshold``, within 0.25-5 s (a quarter of a second while
+      connections are checked out).
     * ``server_view``: ask PostgreSQL about the holders' backends (on by default);
       ``query_timeout``: the bound on each such query, connection included (2 s).
-    * ``replicas`` (*env*): how many copies of this process run, for the sizing check
+    * ``replicas``: how many copies of this process run, for the sizing check
       against ``max_connections``.
+    * ``current_request``: returns the request the calling code serves (the edge's
+      context variable, passed in by the assembler); by default ``host.requests``'s
+      ``current()``, else the request of the running task.
 
-    Raises :class:`~lifesigns.errors.ConfigError` for a bad option, and
-    ``RuntimeError`` when the lifespan already runs (the forensics thread could not be
-    started with it).
+    Attaching again to the same engine with the same settings returns the same
+    forensics; with other settings raises :class:`~lifesigns.errors.ConfigError`
+    naming both. Raises it too for a bad option, and ``RuntimeError`` when the
+    lifespan already runs (the forensics thread could not be started with it).
     """
-    default_threshold: float | None = DEFAULT_LEAK_THRESHOLD
-    threshold = _config.resolve(
-        "leak_threshold", leak_threshold, default_threshold, _leak_threshold
-    )
-    if scan_interval is None:
-        scan_interval = min(5.0, max(0.25, (threshold or 20.0) / 4))
+    host = as_host(target)
+    base = host.settings
+
+    def pick(name: str, given: object, validate: Any = None) -> Any:
+        check = validate if validate is not None else _config.option(name).check
+        return _config.resolve(name, given, getattr(base, name), check)
+
+    threshold = pick("leak_threshold", leak_threshold, _leak_threshold)
+    interval = pick("scan_interval", scan_interval)
+    if interval is None:
+        interval = min(5.0, max(0.25, (threshold or 20.0) / 4))
     settings = ForensicsSettings(
         leak_threshold=threshold,
-        saturated_after=_config.resolve(
-            "saturated_after", saturated_after, DEFAULT_SATURATED_AFTER, _saturated_after
-        ),
-        on_saturation=_config.resolve("on_saturation", on_saturation, "fail", _action),
-        high_water=_fraction("high_water", high_water),
-        low_water=_fraction("low_water", low_water),
-        full_stacks=_config.resolve("full_stacks", full_stacks, 0.0, _full_stacks),
-        stack_depth=_stack_depth(stack_depth),
-        scan_interval=_config.seconds("scan_interval", scan_interval, maximum=60),
-        server_view=bool(server_view),
-        query_timeout=_config.seconds("query_timeout", query_timeout, maximum=60),
-        replicas=_config.resolve("replicas", replicas, None, _replicas),
+        saturated_after=pick("saturated_after", saturated_after, _saturated_after),
+        on_saturation=pick("on_saturation", on_saturation, _action),
+        high_water=pick("high_water", high_water, _fraction),
+        low_water=pick("low_water", low_water, _fraction),
+        full_stacks=pick("full_stacks", full_stacks, _full_stacks),
+        stack_depth=pick("stack_depth", stack_depth),
+        scan_interval=interval,
+        server_view=pick("server_view", server_view),
+        query_timeout=pick("query_timeout", query_timeout),
+        replicas=pick("replicas", replicas, _replicas),
+        wait_warn=pick("wait_warn", wait_warn),
     )
     if settings.low_water >= settings.high_water:
         raise ConfigError(
-            f"low_water={low_water!r} must be below high_water={high_water!r}: an episode "
-            "closes at low_water after opening at high_water"
+            f"low_water={settings.low_water!r} must be below "
+            f"high_water={settings.high_water!r}: an episode closes at low_water after "
+            "opening at high_water"
         )
-    with _attached_lock:
-        attached = _attached.get(signs)
-        if attached is not None and any(p.name == watched.name for p in attached.pools):
-            raise ConfigError(f"pool forensics are already attached to engine {watched.name!r}")
-        forensics = PoolForensics(signs, watched, settings)
-        signs.add_component(_ComponentAdapter(forensics))
-        if attached is None:
-            attached = _attached[signs] = _Attached(signs)
-    signs.check(
-        f"{watched.name}-pool",
-        forensics.saturation,
-        critical=True,
-        timeout=0.5,
-        pass_ttl=0.25,
-        fail_ttl=0.25,
-        component_type="datastore",
-    )
-    signs.check(
-        f"{watched.name}-pool-sizing",
-        forensics.sizing.check,
-        critical=False,
-        timeout=0.5,
-        component_type="datastore",
-    )
-    forensics.holders.install()
-    attached.pools.append(forensics)
+
+    def build() -> PoolForensics:
+        pools = host.layer(POOLS_LAYER, None, lambda: _Pools(host))
+        forensics = PoolForensics(host, watched, settings, current_request=current_request)
+        host.add_component(_ComponentAdapter(forensics))
+        host.add_check(
+            f"{watched.name}-pool",
+            forensics.saturation,
+            critical=forensics.saturation.critical,
+            timeout=0.5,
+            pass_ttl=0.25,
+            fail_ttl=0.25,
+            component_type="datastore",
+        )
+        host.add_check(
+            f"{watched.name}-pool-sizing",
+            forensics.sizing.check,
+            critical=False,
+            timeout=0.5,
+            component_type="datastore",
+        )
+        forensics.holders.install()
+        pools.pools.append(forensics)
+        return forensics
+
+    # The engine itself is part of the key: one engine's forensics, whatever its name.
+    forensics = host.layer(f"db.forensics.{watched.name}", settings, build)
+    if forensics.watched.sync_engine is not watched.sync_engine:
+        raise ConfigError(
+            f"pool forensics are already attached to another engine named {watched.name!r}"
+        )
     return forensics
-
-
-def _stack_depth(value: object) -> int:
-    if isinstance(value, bool) or not isinstance(value, int) or not 1 <= value <= 64:
-        raise ConfigError(f"stack_depth={value!r} is out of range; allowed: 1 to 64 frames")
-    return value

@@ -2,10 +2,15 @@
 
 SQLAlchemy's pool events feed it (``connect``, ``checkout``, ``checkin``, ``detach``,
 ``invalidate``); each checked-out connection gets a :class:`Holder` carrying when it
-was taken, its checkout site (see :mod:`lifesigns.db.sites`), what took it (the request's
-route and id, else the asyncio task's name, else the thread's) and the PostgreSQL backend
-pid of the connection. Holders are dropped at checkin: the registry never keeps a
-connection, a record or a holder beyond its checkout.
+was taken, its checkout site (see :mod:`lifesigns.db.sites`), what took it (its *owner*:
+the request, else the asyncio task and its coroutine, else the thread) and the PostgreSQL
+backend pid of the connection. Holders are dropped at checkin: the registry never keeps
+a connection, a record or a holder beyond its checkout.
+
+An owner that has finished while its connection is still checked out is the surest sign
+of a leak there is, whatever the connection's age: :meth:`Holder.owner_ended` says when
+and how it ended (the request's status or exception, the task's exception), read from
+the request record the edge keeps (``status``, ``error``, ``ended``) or from the task.
 
 The listeners run inside the application's checkout and checkin, in its threads and
 SQLAlchemy's greenlets: they never block, await, log or do I/O, and never raise (an
@@ -24,18 +29,19 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import re
 import threading
 import time
+import weakref
 from collections import deque
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Protocol
 
 from sqlalchemy import Engine, event
 from sqlalchemy import exc as sa_exc
 from sqlalchemy.pool import Pool
 
-from ..http.requests import RequestInfo, current_request
 from .bulkhead import current_bulkhead
 from .pool_metrics import HOLD_BUCKETS, WAIT_BUCKETS, LightHistogram
 from .sites import RawFrame, SiteCapture, format_frame, format_site
@@ -46,6 +52,57 @@ _PID_KEY = "lifesigns.backend_pid"
 _NO_PID = -1
 # Unlike asyncio.get_running_loop(), returns None instead of raising when there is none.
 _get_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio._get_running_loop
+_AUTO_TASK_NAME = re.compile(r"^Task-\d+$")
+_THREAD_NUMBER = re.compile(r"[-_ ]?\(?\d+\)?$")
+
+
+class OwnerRequest(Protocol):
+    """What the pool reads of a request in flight (the edge's ``RequestInfo`` is one).
+
+    Optionally also ``status`` (the response's status code), ``error`` (the exception
+    type that ended it) and ``ended`` (``time.monotonic()`` when it ended), read with
+    ``getattr``: without them, leaks are found by age alone.
+    """
+
+    @property
+    def method(self) -> str: ...
+
+    @property
+    def route(self) -> str: ...
+
+    def describe(self) -> str: ...
+
+
+CurrentRequest = Callable[[], OwnerRequest | None]
+"""Returns the request the calling code serves (a context variable's ``get``)."""
+
+
+def request_outcome(request: object) -> str:
+    """``ended with status 404``, ``raised KeyError (a 500)``, ``was cancelled``."""
+    status = getattr(request, "status", None)
+    error = getattr(request, "error", None)
+    if error == "CancelledError":  # the client left, or a deadline cut it
+        return "was cancelled" + (f" after status {status}" if status else "")
+    if error:
+        # Nothing sent yet: the framework's error handler answers 500 after it.
+        return f"raised {error}" + (f" (status {status})" if status else " (a 500)")
+    if status:
+        return f"ended with status {status}"
+    return "ended without a response"
+
+
+def task_outcome(task: asyncio.Task[Any] | None) -> str | None:
+    """How a finished task ended, or ``None`` while it runs."""
+    if task is None:
+        return "ended"
+    if not task.done():
+        return None
+    if task.cancelled():
+        return "was cancelled"
+    # Read, not task.exception(): that would mark it retrieved and silence asyncio's own
+    # "Task exception was never retrieved" report.
+    error = getattr(task, "_exception", None)
+    return f"raised {type(error).__name__}" if error is not None else "returned"
 
 
 def backend_pid(dbapi_connection: Any) -> int | None:
@@ -77,7 +134,7 @@ class Holder:
     number: int
     taken: float
     frames: tuple[RawFrame, ...]
-    request: RequestInfo | None
+    request: OwnerRequest | None
     task: str | None
     thread: str | None
     bulkhead: str | None
@@ -85,6 +142,10 @@ class Holder:
     full_stack: tuple[RawFrame, ...] | None = None
     leak_reported: bool = False
     invalidated: bool = False
+    coroutine: str | None = None
+    task_ref: weakref.ref[asyncio.Task[Any]] | None = None
+    owner_seen_ended: float | None = None
+    leak_kind: str | None = None
 
     @property
     def site(self) -> str:
@@ -97,12 +158,61 @@ class Holder:
         if self.request is not None:
             return self.request.describe()
         if self.task is not None:
-            return f"task {self.task}"
+            return self.task_owner
         return f"thread {self.thread or '?'}"
 
+    @property
+    def task_owner(self) -> str:
+        """``task refresh-cache``; an unnamed task (``Task-1621``) by its coroutine."""
+        name = self.task or "?"
+        if _AUTO_TASK_NAME.match(name) and self.coroutine:
+            return f"task {self.coroutine}"
+        return f"task {name}"
+
+    @property
+    def group(self) -> str:
+        """What holders are grouped by: ``GET /orders/{id}``, ``task refresh.<locals>.run``,
+        ``thread batch`` (one line for forty worker threads, not forty lines)."""
+        request = self.request
+        if request is not None:
+            return f"{request.method} {request.route}"
+        if self.task is not None:
+            return f"task {self.coroutine or self.task}"
+        return f"thread {_THREAD_NUMBER.sub('', self.thread or '?') or self.thread}"
+
+    def owner_ended(self, now: float | None = None) -> tuple[float, str] | None:
+        """When (monotonic) and how the owner ended, or ``None`` while it still runs.
+
+        A request's end is its own record's; a task's is when it was first seen done.
+        A thread is never seen to end (pool threads outlive their work).
+        """
+        request = self.request
+        ref = self.task_ref
+        if request is not None and (ref is None or self.task is None):
+            ended = getattr(request, "ended", None)
+            if not isinstance(ended, float):
+                return None
+            return ended, f"{request.describe()} {request_outcome(request)}"
+        if ref is None:
+            return None
+        # A task: on its own, or spawned by a request (it owns what it took, and may
+        # rightly outlive the request).
+        how = task_outcome(ref())
+        if how is None:
+            return None
+        if self.owner_seen_ended is None:
+            self.owner_seen_ended = time.monotonic() if now is None else now
+        if request is None:
+            return self.owner_seen_ended, f"{self.task_owner} {how}"
+        ended = getattr(request, "ended", None)
+        if isinstance(ended, float):  # both over: the request's end says more
+            when = max(ended, self.owner_seen_ended)
+            return when, f"{request.describe()} {request_outcome(request)}"
+        return self.owner_seen_ended, f"{self.task_owner} (spawned by {request.describe()}) {how}"
+
     def age(self, now: float | None = None) -> float:
-        """Seconds since checkout."""
-        return (time.monotonic() if now is None else now) - self.taken
+        """Seconds since checkout (never negative: one monotonic clock)."""
+        return max(0.0, (time.monotonic() if now is None else now) - self.taken)
 
     def as_dict(self, now: float | None = None) -> dict[str, Any]:
         """JSON-ready data (already free of secrets: sites, names and ids only)."""
@@ -113,16 +223,23 @@ class Holder:
             "site": self.site,
             "stack": [format_frame(f) for f in self.frames],
             "owner": self.owner,
+            "group": self.group,
             "route": request.route if request else None,
             "method": request.method if request else None,
-            "request_id": request.request_id if request else None,
-            "endpoint": request.endpoint if request else None,
+            "request_id": getattr(request, "request_id", None),
+            "endpoint": getattr(request, "endpoint", None),
             "task": self.task,
+            "coroutine": self.coroutine,
             "thread": self.thread,
             "bulkhead": self.bulkhead,
             "backend_pid": self.backend_pid,
             "leak_reported": self.leak_reported,
         }
+        if self.leak_kind is not None:
+            data["leak_kind"] = self.leak_kind
+        ended = self.owner_ended(now)
+        if ended is not None:
+            data["owner_ended"] = ended[1]
         if self.invalidated:
             data["invalidated"] = True
         if self.full_stack is not None:
@@ -136,7 +253,8 @@ class HolderRegistry:
     ``high_water`` (a fraction of capacity) and ``low_water`` bound an exhaustion
     episode: it opens when checked-out connections reach ``high_water`` or a checkout
     times out, and closes once they fall to ``low_water``; :attr:`wake` is set when one
-    opens, and when a connection reported as leaked comes back.
+    opens, when a connection reported as leaked comes back, and at the first checkout
+    while the forensics thread sleeps long (it then scans often, for leaks by owner).
     """
 
     def __init__(
@@ -147,9 +265,11 @@ class HolderRegistry:
         high_water: float = 0.9,
         low_water: float = 0.5,
         recent: int = 2048,
+        current_request: CurrentRequest | None = None,
     ) -> None:
         self.engine = engine
         self.sites = sites
+        self.current_request: CurrentRequest = current_request or _no_request
         self.high_water = high_water
         self.low_water = low_water
         self.holders: dict[int, Holder] = {}
@@ -157,13 +277,16 @@ class HolderRegistry:
         self.wait_histogram = LightHistogram(WAIT_BUCKETS)
         self.hold_histogram = LightHistogram(HOLD_BUCKETS)
         self.recent_holds: deque[float] = deque(maxlen=recent)
-        self.recent_waits: deque[float] = deque(maxlen=recent)
+        # (monotonic time the wait ended, seconds waited): the pressure check's window.
+        self.recent_waits: deque[tuple[float, float]] = deque(maxlen=recent)
+        self.timeout_times: deque[float] = deque(maxlen=256)
         self.returned: deque[tuple[Holder, float]] = deque(maxlen=256)
         self.timeouts = 0
         self.internal_errors = 0
         self.peak = 0
         self.saturated_since: float | None = None
         self.wake = threading.Event()
+        self.idle_sleep = False  # the forensics thread's long sleep: the next checkout wakes it
         self.episode_open = False
         self.episode_trigger: str | None = None
         self.episode_started: float | None = None
@@ -245,9 +368,10 @@ class HolderRegistry:
                 raise
             finally:
                 pending.pop(token, None)
-            waited = clock() - start
+            end = clock()
+            waited = end - start
             waits.observe(waited)
-            recent.append(waited)
+            recent.append((end, waited))
             return record
 
         pool._do_get = _do_get  # type: ignore[method-assign]
@@ -294,15 +418,21 @@ class HolderRegistry:
             sites = self.sites
             frames = sites.capture(1)
             full = sites.capture_full(1) if sites.full_stacks and sites.sample_full() else None
-            request = current_request.get()
-            task = thread = None
-            if request is None:
-                loop = _get_running_loop()
-                if loop is not None:
-                    running = asyncio.current_task(loop)
-                    task = running.get_name() if running is not None else None
-                else:
-                    thread = threading.current_thread().name
+            request = self.current_request()
+            if request is not None and getattr(request, "ended", None) is not None:
+                request = None  # work that outlived its request (its context was copied)
+            task = thread = coroutine = None
+            task_ref = None
+            loop = _get_running_loop()
+            if loop is not None:
+                running = asyncio.current_task(loop)
+                if running is not None:
+                    task_ref = weakref.ref(running)
+                    if request is None or id(running) != getattr(request, "task_id", 0):
+                        task = running.get_name()
+                        coroutine = getattr(running.get_coro(), "__qualname__", None)
+            elif request is None:
+                thread = threading.current_thread().name
             info = record.info
             pid = info.get(_PID_KEY)
             if pid is None:
@@ -317,12 +447,19 @@ class HolderRegistry:
                 current_bulkhead.get(),
                 pid if pid != _NO_PID else None,
                 full,
+                coroutine=coroutine,
+                task_ref=task_ref,
             )
             holders = self.holders
             holders[id(record)] = holder
             # The registry's own count: the pool's checkedout() takes a lock. Connections
             # checked out before install() are not counted until refresh() sees them.
             out = len(holders)
+            if self.idle_sleep:
+                # The forensics thread sleeps long while the pool is idle; from now on it
+                # scans often, so that a connection left behind by its owner is seen.
+                self.idle_sleep = False
+                self.wake.set()
             if out > self.peak:
                 self.peak = out
             capacity = self.capacity
@@ -370,9 +507,10 @@ class HolderRegistry:
 
     def _timed_out(self, waited: float) -> None:
         try:
+            now = time.monotonic()
             with self._counter_lock:
                 self.timeouts += 1
-            now = time.monotonic()
+                self.timeout_times.append(now)
             if self.saturated_since is None:
                 self.saturated_since = now - waited
             if not self.episode_open:
@@ -405,19 +543,35 @@ class HolderRegistry:
         if counter is not None and self.capacity is not None:
             value = counter()
             if isinstance(value, int):
-                return value
+                return max(0, min(value, self.capacity))
         return len(self.holders)
 
     def current(self) -> list[Holder]:
         """Every holder now, oldest first (safe from any thread)."""
         return sorted(self.holders.values(), key=lambda h: h.taken)
 
+    @property
+    def pool_timeout(self) -> float | None:
+        """The pool's ``pool_timeout`` (seconds a checkout waits before it fails)."""
+        timeout = getattr(self._pool, "timeout", None)
+        if callable(timeout):
+            try:
+                value = timeout()
+            except Exception:
+                return None
+            return float(value) if isinstance(value, int | float) else None
+        return None
+
     def waiting(self) -> tuple[int, float]:
         """Checkouts waiting now, and how long the oldest has waited (seconds)."""
         starts = list(self.pending.values())
         if not starts:
             return 0, 0.0
-        return len(starts), time.monotonic() - min(starts)
+        return len(starts), max(0.0, time.monotonic() - min(starts))
+
+
+def _no_request() -> None:
+    return None
 
 
 def pool_capacity(pool: Pool) -> int | None:
@@ -450,6 +604,11 @@ def pool_figures(pool: Pool) -> dict[str, Any]:
                 continue
     capacity = pool_capacity(pool)
     figures["capacity"] = capacity
+    out = figures.get("checked_out")
+    if capacity is not None and isinstance(out, int):
+        # QueuePool counts a connection being opened as checked out, and an overflow
+        # slot can be counted before it is refused: never more borrowed than there are.
+        figures["checked_out"] = max(0, min(out, capacity))
     max_overflow = getattr(pool, "_max_overflow", None)
     if isinstance(max_overflow, int):
         figures["max_overflow"] = max_overflow

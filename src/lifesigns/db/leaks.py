@@ -1,4 +1,14 @@
-"""Leak detection: a connection held past ``leak_threshold`` is reported once, by site.
+"""Leak detection: by owner first, by age for owners still alive; each reported once.
+
+**By owner** (issue 10): a connection still checked out after the request or task that
+took it has finished is a leak, whatever its age. It is reported within a second of the
+owner's end (:data:`OWNER_GRACE` after it, at the next scan) with its checkout site and
+how the owner ended: the request's status (``ended with status 404``), the exception
+that ended it (``raised KeyError (status 500)``), or the task's fate. A session left
+open on an error path shows up as what it is, not as "load" at the 90 % mark.
+
+**By age**, for holders whose owner still runs (a batch job, a request stuck on a
+lock): a connection held past ``leak_threshold`` is reported once, by site.
 
 Modelled on HikariCP's ``leakDetectionThreshold``: the forensics thread compares each
 holder's age with the threshold at every scan; a holder past it is logged once (WARNING,
@@ -36,6 +46,10 @@ from .sites import format_frame
 DEFAULT_LEAK_THRESHOLD = 30.0
 MINIMUM_LEAK_THRESHOLD = 2.0
 
+OWNER_GRACE = 0.2
+"""Seconds after its owner ended that a connection may still be on its way back (a
+checkin racing the end of the request) before it counts as leaked."""
+
 
 def leak_threshold(value: object) -> float | None:
     """Validate ``leak_threshold`` (seconds, >= 2; ``None`` turns detection off)."""
@@ -70,15 +84,53 @@ class LeakDetector:
             return []
         now = time.monotonic() if now is None else now
         found = [h for h in holders if not h.leak_reported and now - h.taken >= threshold]
+        self._count(found, "held past leak_threshold")
+        return found
+
+    def owner_scan(
+        self, holders: Iterable[Holder], now: float | None = None
+    ) -> list[tuple[Holder, float, str]]:
+        """Holders whose owner ended :data:`OWNER_GRACE` ago or more, not reported yet:
+        (holder, seconds since the owner ended, how it ended); marks and counts them."""
+        now = time.monotonic() if now is None else now
+        found: list[tuple[Holder, float, str]] = []
+        for holder in holders:
+            if holder.leak_reported:
+                continue
+            ended = holder.owner_ended(now)
+            if ended is None or now - ended[0] < OWNER_GRACE:
+                continue
+            found.append((holder, max(0.0, now - ended[0]), ended[1]))
+        self._count([h for h, _, _ in found], "owner ended")
+        return found
+
+    def _count(self, holders: list[Holder], kind: str) -> None:
         with self._lock:
-            for holder in found:
+            for holder in holders:
                 holder.leak_reported = True
+                holder.leak_kind = kind
                 self.reported += 1
                 site = holder.site
                 if site not in self._by_site and len(self._by_site) >= MAX_SITE_LABELS:
                     site = "other"
                 self._by_site[site] = self._by_site.get(site, 0) + 1
-        return found
+
+    def owner_report(
+        self,
+        holder: Holder,
+        since_end: float,
+        how: str,
+        backend: Backend | None,
+        note: str | None,
+    ) -> str:
+        """The WARNING for a connection its finished owner left checked out."""
+        now = time.monotonic()
+        lines = [
+            f"connection leak suspected: pool {self.pool!r} checkout #{holder.number} is "
+            f"still checked out {since_end:.1f} s after its owner ended: {how}; checked "
+            f"out at {holder.site}, {holder.age(now):.1f} s ago"
+        ]
+        return self._finish(holder, lines, backend, note, now, owner_ended=how)
 
     def by_site(self) -> dict[str, int]:
         """Leaks reported so far, by checkout site."""
@@ -89,20 +141,34 @@ class LeakDetector:
         """The WARNING for a holder past the threshold (and keeps it for the dump)."""
         now = time.monotonic()
         age = holder.age(now)
-        request = holder.request
+        threshold = self.threshold if self.threshold is not None else 0.0
         lines = [
             f"connection leak suspected: pool {self.pool!r} checkout #{holder.number}: connection "
-            f"held {age:.1f} s (leak_threshold {self.threshold:g} s) by {holder.owner}, "
+            f"held {age:.1f} s (leak_threshold {threshold:g} s) by {holder.owner}, "
             f"checked out at {holder.site}"
         ]
-        if request is not None and request.endpoint:
-            lines.append(f"  endpoint: {request.endpoint}")
+        return self._finish(holder, lines, backend, note, now)
+
+    def _finish(
+        self,
+        holder: Holder,
+        lines: list[str],
+        backend: Backend | None,
+        note: str | None,
+        now: float,
+        owner_ended: str | None = None,
+    ) -> str:
+        endpoint = getattr(holder.request, "endpoint", None)
+        if endpoint:
+            lines.append(f"  endpoint: {endpoint}")
         if holder.bulkhead:
             lines.append(f"  bulkhead: {holder.bulkhead}")
         for frame in holder.full_stack or holder.frames:
             lines.append(f"    at {format_frame(frame)}")
         lines.append(f"  server: {_server_line(holder, backend, note)}")
         entry = holder.as_dict(now)
+        if owner_ended is not None:
+            entry["owner_ended"] = owner_ended
         entry["server"] = backend.as_dict() if backend is not None else note
         entry["reported_at"] = time.time()
         self.recent.append(entry)

@@ -3,7 +3,7 @@
 The checkout path is hot, so it records into :class:`LightHistogram` (one uncontended
 lock, a bisect, two additions) instead of ``prometheus_client.Histogram`` (a lock per
 bucket and per sum); gauges are read from the pool when Prometheus scrapes, never pushed
-on events. One :class:`PoolCollector` per ``Lifesigns`` registry serves every pool it
+on events. One :class:`PoolCollector` per host registry serves every pool it
 watches, labelled ``pool``.
 
 Series (all prefixed ``lifesigns_pool_``):
@@ -20,7 +20,7 @@ from __future__ import annotations
 import bisect
 import threading
 from collections.abc import Callable, Iterator, Sequence
-from typing import TYPE_CHECKING
+from typing import Protocol
 
 from prometheus_client.core import (
     CounterMetricFamily,
@@ -30,8 +30,42 @@ from prometheus_client.core import (
 )
 from prometheus_client.registry import Collector
 
-if TYPE_CHECKING:
-    from .forensics import PoolForensics
+
+class _Counts(Protocol):
+    @property
+    def checkouts(self) -> int: ...
+
+    @property
+    def timeouts(self) -> int: ...
+
+    @property
+    def wait_histogram(self) -> LightHistogram: ...
+
+    @property
+    def hold_histogram(self) -> LightHistogram: ...
+
+
+class _Leaks(Protocol):
+    def by_site(self) -> dict[str, int]: ...
+
+
+class PoolSource(Protocol):
+    """What the collector reads of one watched pool (a ``PoolForensics`` is one)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def holders(self) -> _Counts: ...
+
+    @property
+    def leaks(self) -> _Leaks: ...
+
+    @property
+    def episodes_total(self) -> int: ...
+
+    def gauges(self) -> dict[str, float | None]: ...
+
 
 WAIT_BUCKETS: tuple[float, ...] = (
     0.0005,
@@ -121,7 +155,7 @@ class LightHistogram:
 class PoolCollector(Collector):
     """Reads every watched pool of one registry when Prometheus scrapes."""
 
-    def __init__(self, pools: Callable[[], Sequence[PoolForensics]]) -> None:
+    def __init__(self, pools: Callable[[], Sequence[PoolSource]]) -> None:
         self._pools = pools
 
     def collect(self) -> Iterator[Metric]:

@@ -1,5 +1,9 @@
 """What PostgreSQL says about the holders' connections, asked over a side connection.
 
+Ages are measured on the server's clock alone (``clock_timestamp()``, not ``now()``,
+which is the start of the asking transaction and so earlier than a state change it
+sees: "active for -0.1 s"), and never below zero.
+
 The pool may be exhausted when this is needed, so the query never borrows from it: it
 opens one short-lived connection of its own (the engine's own connection factory, so
 its credentials, TLS and ``connect_args`` apply, behind a ``NullPool``), asks
@@ -31,8 +35,10 @@ QUERY_TEXT_LIMIT = 200
 _ACTIVITY = text(
     f"""
     SELECT pid, state, left(query, {QUERY_TEXT_LIMIT}) AS query,
-           extract(epoch FROM now() - state_change)::float8 AS state_age,
-           extract(epoch FROM now() - xact_start)::float8 AS xact_age,
+           greatest(0, extract(epoch FROM clock_timestamp() - state_change))::float8
+               AS state_age,
+           greatest(0, extract(epoch FROM clock_timestamp() - xact_start))::float8
+               AS xact_age,
            wait_event_type, wait_event, application_name
     FROM pg_stat_activity
     WHERE pid IN :pids

@@ -6,6 +6,11 @@ suggestion covers the slow tail of the busiest time seen rather than the average
 
     suggested = ceil(rate_busiest_minute x hold_p95) + 1    (at least 2)
 
+Only from enough samples (:data:`MIN_CHECKOUTS` over :data:`MIN_OBSERVED` seconds: no
+"2 would do" after two checkouts), and never below the peak seen (a pool that was all
+in use, with checkouts queued behind it, is not too big), nor below the pool's capacity
+once a checkout timed out.
+
 It also reports the peak concurrency seen and the checkout waits, and checks the fleet
 against the server: ``replicas x (pool_size + max_overflow)`` must fit in
 ``max_connections - superuser_reserved_connections - reserved_connections`` (read from
@@ -27,6 +32,12 @@ from .holders import HolderRegistry
 
 RATE_WINDOW = 60.0
 """Seconds over which the checkout rate is measured; the busiest such window counts."""
+
+MIN_CHECKOUTS = 200
+"""Checkouts seen before any capacity is suggested: two checkouts say nothing."""
+
+MIN_OBSERVED = RATE_WINDOW
+"""Seconds of observation before any capacity is suggested (one full rate window)."""
 
 
 def percentile(values: Sequence[float], q: float) -> float | None:
@@ -56,10 +67,13 @@ class SizingAdvisor:
         self.limits: dict[str, int] | None = None
         self.limits_note: str | None = None
         self.limits_at: float | None = None
+        self.started: float | None = None
 
     def sample(self, now: float | None = None) -> None:
         """Record the checkout count now (each forensics tick)."""
         now = time.monotonic() if now is None else now
+        if self.started is None:
+            self.started = now
         count = self.registry.checkouts
         self.samples.append((now, count))
         while len(self.samples) > 2 and now - self.samples[1][0] >= RATE_WINDOW:
@@ -77,20 +91,33 @@ class SizingAdvisor:
         """The figures and the advice, JSON-ready."""
         registry = self.registry
         holds = list(registry.recent_holds)
-        waits = list(registry.recent_waits)
+        waits = [w for _, w in list(registry.recent_waits)]
         hold_p95 = percentile(holds, 0.95)
         hold_mean = sum(holds) / len(holds) if holds else None
         wait_p95 = percentile(waits, 0.95)
         capacity = registry.capacity
         rate = self.busiest_rate
-        suggested = None
-        if hold_p95 is not None and rate > 0:
-            suggested = max(2, math.ceil(rate * hold_p95) + 1)
         notes: list[str] = []
+        observed = 0.0 if self.started is None else max(0.0, time.monotonic() - self.started)
+        enough = registry.checkouts >= MIN_CHECKOUTS and observed >= MIN_OBSERVED
+        suggested = None
+        if enough and hold_p95 is not None and rate > 0:
+            suggested = max(2, math.ceil(rate * hold_p95) + 1)
+            # Never below what was in use at once (at the peak every connection may have
+            # been taken, with checkouts queued behind), nor below the pool once a
+            # checkout timed out: the busiest minute's average does not see those.
+            floor = max(registry.peak, capacity or 0) if registry.timeouts else registry.peak
+            suggested = max(suggested, floor)
+        elif not enough:
+            notes.append(
+                f"no sizing advice yet: {registry.checkouts} checkouts over {observed:.0f} s "
+                f"seen; it needs {MIN_CHECKOUTS} over {MIN_OBSERVED:.0f} s"
+            )
         leaks = getattr(self.leaks, "reported", 0)
         if leaks:
             notes.append(
-                f"{leaks} connections were held past leak_threshold: fix those first; "
+                f"{leaks} connections leaked (held past their owner or leak_threshold): "
+                "fix those first; "
                 "a bigger pool only delays the next exhaustion"
             )
         if registry.timeouts and suggested is not None and capacity and suggested > capacity:
@@ -124,6 +151,7 @@ class SizingAdvisor:
             "wait_p95_s": None if wait_p95 is None else round(wait_p95, 4),
             "checkout_timeouts": registry.timeouts,
             "suggested_capacity": suggested,
+            "observed_s": round(observed, 1),
             "rule": "ceil(busiest checkouts/s x p95 hold s) + 1 (Little's law)",
             "server": fleet,
             "notes": notes,

@@ -7,7 +7,8 @@ and closes once they fall back to the low-water mark (50 %). Each episode gets e
 one WARNING: the trigger, the pool's figures, the checkouts waiting, and every holder
 with its age, route or task, checkout site and, on PostgreSQL, its backend's state
 ("idle in transaction for 41.2 s; last query: ..."), plus the holders grouped by site
-and by route, since a pile-up at one site is the usual answer. When the episode is over,
+by route or coroutine (one line for forty tasks of one coroutine, not forty), and by
+both, since a pile-up at one site is the usual answer. When the episode is over,
 one INFO line says how long it lasted and how many checkouts timed out in it.
 """
 
@@ -21,6 +22,9 @@ from typing import Any
 from .holders import Holder
 from .server_view import Backend
 from .sites import format_frame
+
+MAX_LISTED = 8
+"""Holders a snapshot lists one by one (the oldest); the rest are in its groups."""
 
 
 class ExhaustionSnapshots:
@@ -60,26 +64,34 @@ class ExhaustionSnapshots:
             + f"; {len(ordered)} holders:"
         ]
         entries = []
-        for holder in ordered:
+        for index, holder in enumerate(ordered):
             backend = backends.get(holder.backend_pid or 0)
             server = backend.describe() if backend is not None else (note or "no server view")
             held = "returned since" if holder.number in gone else f"held {holder.age(now):.1f} s"
-            lines.append(
-                f"  #{holder.number} {held} by {holder.owner} at {holder.site}"
-                + (f" [bulkhead {holder.bulkhead}]" if holder.bulkhead else "")
-            )
-            for frame in holder.frames[1:3]:
-                lines.append(f"      from {format_frame(frame)}")
-            lines.append(f"      server: {server}")
+            if index < MAX_LISTED:
+                lines.append(
+                    f"  #{holder.number} {held} by {holder.owner} at {holder.site}"
+                    + (f" [bulkhead {holder.bulkhead}]" if holder.bulkhead else "")
+                )
+                for frame in holder.frames[1:3]:
+                    lines.append(f"      from {format_frame(frame)}")
+                lines.append(f"      server: {server}")
+            elif index == MAX_LISTED:
+                lines.append(
+                    f"  ... {len(ordered) - MAX_LISTED} more holders, grouped below "
+                    "(each of them in /debug/pool)"
+                )
             entry = holder.as_dict(now)
             if holder.number in gone:
                 entry["returned_since"] = True
             entry["server"] = backend.as_dict() if backend is not None else note
             entries.append(entry)
         by_site = Counter(h.site for h in ordered)
-        by_owner = Counter(h.request.route if h.request is not None else h.owner for h in ordered)
+        by_owner = Counter(h.group for h in ordered)
+        by_both = Counter(f"{h.group} at {h.site}" for h in ordered)
         lines.append(f"  by site: {_top(by_site)}")
-        lines.append(f"  by route or task: {_top(by_owner)}")
+        lines.append(f"  by route or coroutine: {_top(by_owner)}")
+        lines.append(f"  by owner and site: {_top(by_both)}")
         self.recent.append(
             {
                 "episode": episode,
@@ -91,6 +103,7 @@ class ExhaustionSnapshots:
                 "holders": entries,
                 "by_site": dict(by_site),
                 "by_route": dict(by_owner),
+                "by_owner_and_site": dict(by_both),
                 "server_note": note,
             }
         )
@@ -98,7 +111,7 @@ class ExhaustionSnapshots:
 
     def over(self, episode: int, timeouts: int) -> str:
         """The INFO when an episode closes."""
-        lasted = time.monotonic() - self.started if self.started is not None else 0.0
+        lasted = max(0.0, time.monotonic() - self.started) if self.started is not None else 0.0
         for entry in self.recent:
             if entry["episode"] == episode:
                 entry["lasted_s"] = round(lasted, 3)

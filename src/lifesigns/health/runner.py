@@ -78,6 +78,17 @@ class CheckRunner:
         state = self._states.get(name)
         return state.result if state else None
 
+    def expire(self, name: str) -> None:
+        """Drop a cached pass (or warning) of check ``name`` early: the next run runs it.
+
+        Safe from any thread (one attribute write). A cached failure is kept: expiring
+        it could only bring the dependency more calls while it is down.
+        """
+        state = self._states.get(name)
+        result = state.result if state is not None else None
+        if state is not None and result is not None and result.status is not Status.FAIL:
+            state.expires = 0.0
+
     def record(self, check: Check, result: CheckResult) -> None:
         """Store a result obtained elsewhere (a start-up wait that just succeeded)."""
         state = self._states.setdefault(check.name, _CheckState())

@@ -100,6 +100,9 @@ class LifesignsMiddleware:
                     await deadlines.serve(info, self.app, info.receive, info.send)
                     return
             await self.app(scope, info.receive, info.send)
+        except BaseException as exc:
+            info.error = type(exc).__name__  # what ended it, for what outlives it
+            raise
         finally:
             requests.end(info)
 

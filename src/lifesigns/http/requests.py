@@ -66,6 +66,8 @@ class RequestInfo:
 
     __slots__ = (
         "_id",
+        "ended",
+        "error",
         "_number",
         "answer",
         "complete",
@@ -118,6 +120,11 @@ class RequestInfo:
         """Whether the client went away before the response started (counted as 499)."""
         self.deadline_exceeded = False
         """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+        self.error: str | None = None
+        """The type of the exception that escaped the application, if one did."""
+        self.ended: float | None = None
+        """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
+        is judged against this."""
         # Set only for a request under a deadline (see lifesigns.http.deadline): the
         # guard that sweeps it, its limit and due time (loop clock), the rule that chose
         # it, the serving task, and the task sending the 504 once expired.
@@ -339,7 +346,8 @@ class RequestTracker:
 
     def end(self, info: RequestInfo) -> None:
         """Record a request leaving, and count it by route template, method and status."""
-        duration = time.monotonic() - info.started
+        now = time.monotonic()
+        duration = now - info.started
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
@@ -360,6 +368,7 @@ class RequestTracker:
         if info.deadline_exceeded:
             pair = (route, method)
             self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
+        info.ended = now
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
         route = scope.get("route")
@@ -407,6 +416,10 @@ class RequestTracker:
 
     def __len__(self) -> int:
         return len(self._active)
+
+    def current(self) -> RequestInfo | None:
+        """The request the calling code serves, in any thread it runs in (or ``None``)."""
+        return current_request.get()
 
     def for_task(self, task: asyncio.Task[Any] | None) -> RequestInfo | None:
         """The request ``task`` serves, if it is one still in flight."""
