@@ -66,8 +66,6 @@ class RequestInfo:
 
     __slots__ = (
         "_id",
-        "ended",
-        "error",
         "_number",
         "answer",
         "complete",
@@ -75,6 +73,8 @@ class RequestInfo:
         "deadline_exceeded",
         "disconnected",
         "due",
+        "ended",
+        "error",
         "expired",
         "guard",
         "left_unanswered",
@@ -226,8 +226,8 @@ class RequestInfo:
             raise
 
     def expire(self) -> None:
-        """Past the deadline: cancel the handler, answer 504 (see :mod:`~lifesigns.http.deadline`)."""
-        self.guard.expire(self, self.send)
+        """Past its deadline: cancel the handler, answer 504 (:mod:`lifesigns.http.deadline`)."""
+        self.guard.expire(self, self.send, self.status != 0)
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request", default=None)
