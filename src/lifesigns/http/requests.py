@@ -26,6 +26,7 @@ from __future__ import annotations
 import asyncio
 import bisect
 import itertools
+import threading
 import time
 from collections.abc import MutableMapping
 from contextvars import ContextVar
@@ -319,6 +320,19 @@ class RequestTracker:
         # objects are kept so their ids cannot be reused while the entry lives.
         self._labels: dict[tuple[int, str, int], tuple[str, Any, Any]] = {}
         self._routes: set[str] = set()
+        self._loops = threading.local()
+
+    def _current_task(self) -> asyncio.Task[Any] | None:
+        # asyncio.current_task() asks get_running_loop(), which on 3.11 costs a getpid()
+        # system call: the loop is remembered per thread while it runs (one loop runs in
+        # a thread at a time, so a running remembered loop is the running loop).
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None or not loop.is_running():
+            try:
+                loop = self._loops.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+        return asyncio.current_task(loop)
 
     def begin(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> RequestInfo:
         """Record a request arriving; returns its record (and sets :data:`current_request`).
@@ -326,7 +340,7 @@ class RequestTracker:
         Hand the application the record's :meth:`~RequestInfo.receive` and
         :meth:`~RequestInfo.send`, so that the tally sees the status and a client leaving.
         """
-        task = asyncio.current_task()
+        task = self._current_task()
         info = RequestInfo(
             scope.get("method", "GET"),
             scope.get("path", ""),
@@ -337,7 +351,6 @@ class RequestTracker:
             receive,
             send,
         )
-        info.task = task
         self._active[id(info)] = info
         if task is not None:
             self._by_task[info.task_id] = info
@@ -348,6 +361,9 @@ class RequestTracker:
         """Record a request leaving, and count it by route template, method and status."""
         now = time.monotonic()
         duration = now - info.started
+        # The task's context holds the record (current_request): a reference back to the
+        # task would make a cycle per request for the garbage collector to find.
+        info.task = info.answer = info.guard = None
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
