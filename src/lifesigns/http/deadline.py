@@ -172,10 +172,10 @@ class DeadlineMiddleware:
         deadline. :class:`~lifesigns.http.LifesignsMiddleware` calls this with its own
         request record, so that one ASGI pass does the tally and the deadline.
         """
+        loop = asyncio.get_running_loop()
         task = item.task
         if task is None:
-            task = item.task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
+            task = item.task = asyncio.current_task(loop)
         item.due = loop.time() + item.deadline
         self.watch(item, loop)
         try:

@@ -56,6 +56,8 @@ CLIENT_CLOSED = 499
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
 _LABEL_CACHE_SIZE = 2048
+_ENDED: MutableMapping[str, Any] = {}
+"""The scope of every ended request: empty, and never written."""
 
 
 class RequestInfo:
@@ -66,8 +68,10 @@ class RequestInfo:
     """
 
     __slots__ = (
+        "_endpoint",
         "_id",
         "_number",
+        "_route",
         "answer",
         "complete",
         "deadline",
@@ -106,6 +110,8 @@ class RequestInfo:
         self.path = path
         self._id = request_id
         self._number = next(_ids)
+        self._route: str | None = None  # the route and endpoint, kept once it ended
+        self._endpoint: Any = None
         self.started: float = time.monotonic() if started is None else started
         self.scope: MutableMapping[str, Any] = {} if scope is None else scope
         self.task_id = task_id
@@ -163,12 +169,15 @@ class RequestInfo:
     @property
     def route(self) -> str:
         """The full route template (``/api/v1/orders/{order_id}``) once routed, else the path."""
+        final = self._route
+        if final is not None:
+            return final
         return route_template(self.scope) or self.path
 
     @property
     def endpoint(self) -> str | None:
         """The qualified name of the endpoint function, once routed."""
-        endpoint = self.scope.get("endpoint")
+        endpoint = self._endpoint if self.ended is not None else self.scope.get("endpoint")
         if endpoint is None:
             return None
         return f"{getattr(endpoint, '__module__', '?')}.{getattr(endpoint, '__qualname__', '?')}"
@@ -196,7 +205,8 @@ class RequestInfo:
 
     async def receive(self) -> Message:
         """The server's ``receive``, noting a client that left before its answer."""
-        assert self.raw_receive is not None
+        if self.raw_receive is None:
+            raise RuntimeError(f"{self.describe()} has ended: nothing more to receive")
         message = await self.raw_receive()
         if message["type"] == "http.disconnect" and not self.complete:
             self.disconnected = True
@@ -211,7 +221,8 @@ class RequestInfo:
         """
         if self.expired and asyncio.current_task() is not self.answer:
             return
-        assert self.raw_send is not None
+        if self.raw_send is None:
+            raise RuntimeError(f"{self.describe()} has ended: its response cannot be sent")
         if message["type"] == "http.response.start":
             self.status = status = message["status"]
             if status == 504:
@@ -384,6 +395,16 @@ class RequestTracker:
         if info.deadline_exceeded:
             pair = (route, method)
             self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
+        # What outlives the request (a task it spawned, a connection it left checked
+        # out) keeps its record through the context: keep the route and endpoint, drop
+        # the scope and the server's callables, which hold the whole request (a record
+        # that held them made every request's objects outlive it, for the collector).
+        info._route = route if route != UNMATCHED and route != OTHER_ROUTE else None
+        info._endpoint = info.scope.get("endpoint")
+        if info._route is None:
+            info._route = route_template(info.scope) or info.path
+        info.scope = _ENDED
+        info.raw_receive = info.raw_send = None
         info.ended = now
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
