@@ -169,28 +169,50 @@ class DeadlineMiddleware:
         """Run ``app`` for ``item`` under ``item.deadline`` (already set), then any 504.
 
         ``send`` is what the application sends through; it must drop what comes after the
-        deadline. :class:`~lifesigns.http.LifesignsMiddleware` calls this with its own
-        request record, so that one ASGI pass does the tally and the deadline.
+        deadline. :class:`~lifesigns.http.LifesignsMiddleware` does the same steps inline
+        (:meth:`arm`, :meth:`swallow`, :meth:`settle`) around its own request record, so
+        that one ASGI pass does the tally and the deadline.
         """
+        task = self.arm(item)
+        try:
+            await app(item.scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.swallow(item, task):
+                raise
+        else:
+            self.settle(item, task)
+        finally:
+            self._active.pop(item, None)
+        if item.answer is not None:
+            await item.answer
+
+    def arm(self, item: Guarded) -> asyncio.Task[Any] | None:
+        """Start the clock of ``item`` (on the loop, in its task); returns that task."""
         loop = asyncio.get_running_loop()
         task = item.task
         if task is None:
             task = item.task = asyncio.current_task(loop)
         item.due = loop.time() + item.deadline
         self.watch(item, loop)
-        try:
-            await app(item.scope, receive, send)
-        except asyncio.CancelledError:
-            # Ours alone: swallow it. Also cancelled by someone else (shutdown): re-raise.
-            if not item.expired or (task is not None and task.uncancel() > 0):
-                raise
-        else:
-            if item.expired and task is not None:
-                task.uncancel()  # the handler swallowed our cancellation itself
-        finally:
-            self._active.pop(item, None)
-        if item.answer is not None:
-            await item.answer
+        return task
+
+    @staticmethod
+    def swallow(item: Guarded, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a ``CancelledError`` that ended ``item`` was ours alone (then swallow it).
+
+        Also cancelled by someone else (a shutdown): ``False``, re-raise it.
+        """
+        return item.expired and (task is None or task.uncancel() == 0)
+
+    @staticmethod
+    def settle(item: Guarded, task: asyncio.Task[Any] | None) -> None:
+        """``item`` returned normally: if it was expired, it swallowed our cancellation."""
+        if item.expired and task is not None:
+            task.uncancel()
+
+    def unwatch(self, item: Guarded) -> None:
+        """Stop sweeping ``item`` (it has left)."""
+        self._active.pop(item, None)
 
     def watch(self, item: Guarded, loop: asyncio.AbstractEventLoop) -> None:
         """Sweep ``item`` until it leaves: past ``item.due`` it is expired."""

@@ -9,8 +9,9 @@ rename lifesigns' probe (``paths=``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any, Protocol
 
 from .._config import Settings
@@ -71,37 +72,71 @@ class LifesignsMiddleware:
                 self.deadlines = None
         self._looked_at: int | None = None  # id() of the application whose routes were read
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # Not a coroutine function: it picks the one coroutine that serves the request, so
+    # that a tracked request costs one coroutine here (objects alive for the whole of
+    # every request in flight add up to the garbage collector running under load).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
         if kind != "http":
             if kind == "lifespan":
-                await self._lifespan(scope, receive, send)
-            else:
-                await self.app(scope, receive, send)
-            return
+                return self._lifespan(scope, receive, send)
+            return self.app(scope, receive, send)
         app = scope.get("app")
         if self._looked_at != id(app):
             self._look_at(app)
         path = scope["path"]
         if self.router.matches(path):
-            await self._answer(scope, path, send)
-            return
+            return self._answer(scope, path, send)
+        if self.requests is None:
+            return self.app(scope, receive, send)
+        deadlines = self.deadlines
+        if deadlines is not None:
+            limit, rule = deadlines.deadline_for(path)
+            if limit is not None:
+                return self._guarded(scope, receive, send, deadlines, limit, rule)
+        return self._tracked(scope, receive, send)
+
+    async def _tracked(self, scope: Scope, receive: Receive, send: Send) -> None:
         requests = self.requests
-        if requests is None:
-            await self.app(scope, receive, send)
-            return
+        assert requests is not None
         info = requests.begin(scope, receive, send)
         try:
-            deadlines = self.deadlines
-            if deadlines is not None:
-                limit, rule = deadlines.deadline_for(path)
-                if limit is not None:
-                    info.guard, info.deadline, info.rule = deadlines, limit, rule
-                    await deadlines.serve(info, self.app, info.receive, info.send)
-                    return
-            await self.app(scope, info.receive, info.send)
+            await self.app(scope, info.receive, info)
         except BaseException as exc:
             info.error = type(exc).__name__  # what ended it, for what outlives it
+            raise
+        finally:
+            requests.end(info)
+
+    async def _guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        deadlines: DeadlineMiddleware,
+        limit: float,
+        rule: str | None,
+    ) -> None:
+        # _tracked() and DeadlineMiddleware.serve() in one coroutine.
+        requests = self.requests
+        assert requests is not None
+        info = requests.begin(scope, receive, send)
+        info.guard, info.deadline, info.rule = deadlines, limit, rule
+        task = deadlines.arm(info)
+        try:
+            try:
+                await self.app(scope, info.receive, info)
+            except asyncio.CancelledError:
+                if not deadlines.swallow(info, task):
+                    raise
+            else:
+                deadlines.settle(info, task)
+            finally:
+                deadlines.unwatch(info)
+            if info.answer is not None:
+                await info.answer
+        except BaseException as exc:
+            info.error = type(exc).__name__
             raise
         finally:
             requests.end(info)

@@ -237,6 +237,8 @@ class RequestInfo:
             self.left_unanswered = message["type"] == "http.response.start"
             raise
 
+    __call__ = send  # the record itself is the application's send: no bound method to keep
+
     def expire(self) -> None:
         """Past its deadline: cancel the handler, answer 504 (:mod:`lifesigns.http.deadline`)."""
         self.guard.expire(self, self.send, self.status != 0)
