@@ -101,7 +101,7 @@ class LifesignsMiddleware:
         assert requests is not None
         info = requests.begin(scope, receive, send)
         try:
-            await self.app(scope, info.receive, info)
+            await self.app(scope, info, info)
         except BaseException as exc:
             info.error = type(exc).__name__  # what ended it, for what outlives it
             raise
@@ -125,7 +125,7 @@ class LifesignsMiddleware:
         task = deadlines.arm(info)
         try:
             try:
-                await self.app(scope, info.receive, info)
+                await self.app(scope, info, info)
             except asyncio.CancelledError:
                 if not deadlines.swallow(info, task):
                     raise

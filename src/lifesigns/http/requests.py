@@ -4,7 +4,8 @@ A cheap record per request, kept by :class:`~lifesigns.http.LifesignsMiddleware`
 other layers can say which request a stall, a held connection or a deadline belongs to:
 
 * :data:`current_request` is a context variable: code running for a request (its task,
-  the threads anyio lends it, SQLAlchemy's greenlets) sees that request.
+  the threads anyio lends it, SQLAlchemy's greenlets) sees that request. It is set once a
+  reader asked for :attr:`RequestTracker.current` (pool forensics does), not before.
 * :meth:`RequestTracker.for_task` finds the request a task is serving, from any thread,
   without touching the event loop: a watchdog names the request of a frozen loop this way.
 * :meth:`RequestTracker.served` is the tally of finished requests by route template, method
@@ -28,7 +29,7 @@ import bisect
 import itertools
 import threading
 import time
-from collections.abc import MutableMapping
+from collections.abc import Awaitable, Callable, MutableMapping
 from contextvars import ContextVar
 from typing import Any
 
@@ -237,7 +238,10 @@ class RequestInfo:
             self.left_unanswered = message["type"] == "http.response.start"
             raise
 
-    __call__ = send  # the record itself is the application's send: no bound method to keep
+    def __call__(self, message: Message | None = None) -> Awaitable[Any]:
+        """The record is both the ``receive`` (no argument) and the ``send`` the
+        application gets: no bound method per request to keep alive while it runs."""
+        return self.receive() if message is None else self.send(message)
 
     def expire(self) -> None:
         """Past its deadline: cancel the handler, answer 504 (:mod:`lifesigns.http.deadline`)."""
@@ -334,6 +338,8 @@ class RequestTracker:
         self._labels: dict[tuple[int, str, int], tuple[str, Any, Any]] = {}
         self._routes: set[str] = set()
         self._loops = threading.local()
+        # current_request is set only once a reader asked for it (see current).
+        self._context_wanted = False
 
     def _current_task(self) -> asyncio.Task[Any] | None:
         # asyncio.current_task() asks get_running_loop(), which on 3.11 costs a getpid()
@@ -367,7 +373,8 @@ class RequestTracker:
         self._active[id(info)] = info
         if task is not None:
             self._by_task[info.task_id] = info
-        current_request.set(info)
+        if self._context_wanted:
+            current_request.set(info)
         return info
 
     def end(self, info: RequestInfo) -> None:
@@ -456,9 +463,27 @@ class RequestTracker:
     def __len__(self) -> int:
         return len(self._active)
 
-    def current(self) -> RequestInfo | None:
-        """The request the calling code serves, in any thread it runs in (or ``None``)."""
-        return current_request.get()
+    @property
+    def current(self) -> Callable[[], RequestInfo | None]:
+        """``current()``: the request the calling code serves, in any thread (or ``None``).
+
+        Asking for it (pool forensics does, when an engine is watched) turns
+        :data:`current_request` on for every request from then on: the context variable is
+        what threads and tasks a request lends or spawns see it by, and setting it on every
+        request costs more than the rest of the record when nothing reads it.
+        """
+        self._context_wanted = True
+        return self._current
+
+    def _current(self) -> RequestInfo | None:
+        found = current_request.get()
+        if found is not None:
+            return found
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # a thread without a loop: only the context could tell
+            return None
+        return self.for_task(task) if task is not None else None
 
     def for_task(self, task: asyncio.Task[Any] | None) -> RequestInfo | None:
         """The request ``task`` serves, if it is one still in flight."""
