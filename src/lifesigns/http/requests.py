@@ -26,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
 import threading
 import time
 from collections.abc import Awaitable, Callable, MutableMapping
-from contextvars import ContextVar
+from contextvars import ContextVar, Token
 from typing import Any
 
 from .responses import Message, Receive, Send
@@ -73,6 +74,7 @@ class RequestInfo:
         "_id",
         "_number",
         "_route",
+        "_token",
         "answer",
         "complete",
         "deadline",
@@ -113,6 +115,7 @@ class RequestInfo:
         self._number = next(_ids)
         self._route: str | None = None  # the route and endpoint, kept once it ended
         self._endpoint: Any = None
+        self._token: Token[RequestInfo | None] | None = None
         self.started: float = time.monotonic() if started is None else started
         self.scope: MutableMapping[str, Any] = {} if scope is None else scope
         self.task_id = task_id
@@ -374,7 +377,7 @@ class RequestTracker:
         if task is not None:
             self._by_task[info.task_id] = info
         if self._context_wanted:
-            current_request.set(info)
+            info._token = current_request.set(info)
         return info
 
     def end(self, info: RequestInfo) -> None:
@@ -414,6 +417,13 @@ class RequestTracker:
             info._route = route_template(info.scope) or info.path
         info.scope = _ENDED
         info.raw_receive = info.raw_send = None
+        token = info._token
+        if token is not None:
+            # What captured the context meanwhile (spawned tasks, lent threads) keeps it;
+            # the request's own task lets go of the record now instead of at its end.
+            info._token = None
+            with contextlib.suppress(ValueError):  # ended in another context than begun
+                current_request.reset(token)
         info.ended = now
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
