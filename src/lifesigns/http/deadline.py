@@ -188,10 +188,12 @@ class DeadlineMiddleware:
 
     def arm(self, item: Guarded) -> asyncio.Task[Any] | None:
         """Start the clock of ``item`` (on the loop, in its task); returns that task."""
-        loop = asyncio.get_running_loop()
         task = item.task
         if task is None:
+            loop = asyncio.get_running_loop()
             task = item.task = asyncio.current_task(loop)
+        else:
+            loop = task.get_loop()  # get_running_loop() costs a getpid() call on 3.11
         item.due = loop.time() + item.deadline
         self.watch(item, loop)
         return task

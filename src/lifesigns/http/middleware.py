@@ -48,7 +48,8 @@ class LifesignsMiddleware:
     Other requests are recorded as in flight while they run and tallied when they end
     (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut
     at that deadline with a 504 (see :mod:`lifesigns.http.deadline`): all in one ASGI
-    pass, one record and one wrapped ``send`` per request. The probes answer before any
+    pass, one coroutine and one record per request (the record is the ``receive`` and
+    the ``send`` the application gets). The probes answer before any
     of the application's own middleware (authentication, sessions).
 
     ``track_requests=False`` serves the surfaces only: no request record, metrics or

@@ -373,6 +373,7 @@ class RequestTracker:
             receive,
             send,
         )
+        info.task = task  # let go of in end(): the task's context may hold the record
         self._active[id(info)] = info
         if task is not None:
             self._by_task[info.task_id] = info
