@@ -1,17 +1,28 @@
-"""Request-path overhead of lifesigns: requests/s with wrk against uvicorn, one run.
+"""Request-path overhead of lifesigns: requests/s and CPU per request with wrk, one run.
 
-Three variants of one small FastAPI app, each served by its own uvicorn process on
-loopback and measured in alternating rounds (so drift in a shared machine hits each
-alike); the median round counts:
+Variants of one small FastAPI app, each served by its own uvicorn process on loopback and
+measured in alternating rounds (the order rotates every round, so drift on a shared
+machine hits each alike); medians count:
 
 * ``bare``: the app alone;
-* ``lifesigns``: ``signs.install(app)``, a 30 s request deadline, and every layer's
-  ``attach()`` that exists (loop watchdog, pool forensics, tasks, drain, memory,
-  in-flight), each guarded so the script runs at any stage of the project;
-* ``instrumentator``: prometheus-fastapi-instrumentator alone, for comparison.
+* the ablation, each step adding to the one before (``ls:<step>``, see :data:`STEPS`):
+  core only (probes and lifespan, no request record), the loop watchdog, the request
+  metrics and requests in flight, a 30 s request deadline, the task census, the memory
+  monitor, pool forensics on a watched engine, and ``all`` (a supervised periodic task
+  too): ``ls:all`` is lifesigns with every layer plus the request metrics;
+* ``instrumentator``: prometheus-fastapi-instrumentator alone, for comparison;
+* ``starlette-exporter``: starlette-exporter's ``PrometheusMiddleware`` alone.
 
-Usage: ``python -m bench.overhead [--seconds 5] [--rounds 3] [--connections 64]``.
-Prints a Markdown table. Needs ``wrk`` on PATH (Debian package ``wrk``).
+Two measures per round: requests/s (wrk), and the server process's CPU per request
+(user + system time of every thread, from ``/proc/<pid>/stat``, over the requests wrk
+completed), which contention on a shared machine disturbs less. Ratios are taken within
+each round (variant against the bare run of the same round) and their median reported:
+``rps ratio`` is variant/bare requests/s, ``cpu ratio`` is bare/variant CPU per request,
+so 1.0 is free and 0.95 costs 5 % on both.
+
+Usage: ``python -m bench.overhead [--seconds 5] [--rounds 5] [--connections 64]
+[--variants bare,ls:all,instrumentator]``. Prints a Markdown table. Needs ``wrk`` on PATH
+(Debian package ``wrk``) and Linux (``/proc``).
 """
 
 from __future__ import annotations
@@ -19,6 +30,7 @@ from __future__ import annotations
 import argparse
 import contextlib
 import os
+import platform
 import re
 import shutil
 import signal
@@ -34,8 +46,25 @@ from typing import Any
 import httpx
 
 ROOT = Path(__file__).resolve().parents[1]
-VARIANTS = ("bare", "lifesigns", "instrumentator")
 TOKEN = "bench-token-0123456789abcdef"
+STEPS = (
+    ("core", "core only: probes, lifespan, drain"),
+    ("watchdog", "+ loop watchdog"),
+    ("requests", "+ request metrics, in flight"),
+    ("deadline", "+ request deadline (30 s)"),
+    ("census", "+ task census (creation sites)"),
+    ("memory", "+ memory monitor"),
+    ("pool", "+ pool forensics (watched engine)"),
+    ("all", "all: + supervised periodic task"),
+)
+"""The ablation's steps, cumulative: each variant ``ls:<step>`` has every step before it."""
+VARIANTS = ("bare", *(f"ls:{name}" for name, _ in STEPS), "instrumentator", "starlette-exporter")
+LABELS = {
+    "bare": "bare",
+    **{f"ls:{name}": text for name, text in STEPS},
+    "instrumentator": "prometheus-fastapi-instrumentator",
+    "starlette-exporter": "starlette-exporter",
+}
 
 
 def create_app() -> Any:
@@ -49,39 +78,64 @@ def create_app() -> Any:
     async def item(item_id: int) -> dict[str, Any]:
         return {"id": item_id, "name": f"item {item_id}", "tags": ["a", "b"]}
 
-    if variant.startswith("lifesigns"):
-        _with_lifesigns(app)
+    if variant.startswith("ls:"):
+        _with_lifesigns(app, variant.removeprefix("ls:"))
     elif variant == "instrumentator":
         from prometheus_fastapi_instrumentator import Instrumentator
 
         Instrumentator().instrument(app).expose(app)
+    elif variant == "starlette-exporter":
+        from starlette_exporter import PrometheusMiddleware, handle_metrics
+
+        app.add_middleware(PrometheusMiddleware)
+        app.add_route("/metrics", handle_metrics)
+    elif variant != "bare":
+        raise SystemExit(f"unknown BENCH_VARIANT {variant!r}; one of {', '.join(VARIANTS)}")
     return app
 
 
-def _with_lifesigns(app: Any) -> None:
+def _with_lifesigns(app: Any, step: str) -> None:
     from sqlalchemy.ext.asyncio import create_async_engine
 
     from lifesigns import Lifesigns
+    from lifesigns.http import LifesignsMiddleware
 
-    # Every layer is on by default: loop watchdog, pool forensics, drain, memory, requests
-    # in flight; a deadline and a supervised task make the rest. Switch one off for a
-    # breakdown with its variable, e.g. LIFESIGNS_WATCHDOG=0.
-    signs = Lifesigns(service="bench", token=TOKEN, drain_delay=0, deadline=30.0)
-    signs.watch_engine(
-        create_async_engine(f"sqlite+aiosqlite:///{tempfile.gettempdir()}/lifesigns-bench.db")
+    names = [name for name, _ in STEPS]
+    if step not in names:
+        raise SystemExit(f"unknown ablation step {step!r}; one of {', '.join(names)}")
+    level = names.index(step)
+
+    def on(name: str) -> bool:
+        return level >= names.index(name)
+
+    signs = Lifesigns(
+        service="bench",
+        token=TOKEN,
+        drain_delay=0,
+        deadline=30.0 if on("deadline") else None,
+        watchdog=on("watchdog"),
+        memory=on("memory"),
     )
+    if on("watchdog") and not on("census"):
+        # The census is part of the loop layer; for the ablation only, keep its task
+        # factory (the creation sites, its one cost on the request path) uninstalled.
+        layer: Any = signs.host.find_layer("loop")
+        layer.census.creation.install = lambda loop: None
+    if on("pool"):
+        signs.watch_engine(
+            create_async_engine(f"sqlite+aiosqlite:///{tempfile.gettempdir()}/lifesigns-bench.db")
+        )
+    if on("all"):
 
-    @signs.periodic(every=60)
-    async def housekeeping() -> None:
-        return None
+        @signs.periodic(every=60)
+        async def housekeeping() -> None:
+            return None
 
-    signs.install(app)
-    layers = ["core", "http.inflight", "drain", "tasks", "db.forensics", "http.deadline"]
-    if signs.settings.watchdog:
-        layers.append("loop")
-    if signs.settings.memory:
-        layers.append("memory")
-    print(f"lifesigns layers: {', '.join(layers)}", file=sys.stderr, flush=True)
+    if on("requests"):
+        signs.install(app)
+    else:  # what install() does, with the request record off
+        app.router.lifespan_context = signs.wrap_lifespan(app.router.lifespan_context)
+        app.add_middleware(LifesignsMiddleware, signs=signs, track_requests=False)
 
 
 def _free_port() -> int:
@@ -147,55 +201,104 @@ class Server:
         self.log.close()
 
 
-def wrk(url: str, seconds: float, connections: int) -> float:
-    """Requests per second wrk measured (one thread, ``connections`` connections)."""
+class Run:
+    """One wrk run: requests/s, requests completed, and the server's CPU per request."""
+
+    def __init__(self, rps: float, requests: int, cpu_s: float) -> None:
+        self.rps = rps
+        self.requests = requests
+        self.cpu_us = cpu_s / requests * 1e6 if requests else float("nan")
+
+
+_TICK = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
+
+
+def cpu_seconds(pid: int) -> float:
+    """User + system CPU seconds of every thread of ``pid`` so far (``/proc/<pid>/stat``)."""
+    stat = Path(f"/proc/{pid}/stat").read_text()
+    fields = stat[stat.rindex(")") + 2 :].split()  # after "pid (comm) "
+    return (int(fields[11]) + int(fields[12])) / _TICK  # utime, stime
+
+
+def wrk(server: Server, seconds: float, connections: int) -> Run:
+    """Load ``server`` with wrk (one thread, ``connections`` connections)."""
+    before = cpu_seconds(server.process.pid)
     out = subprocess.run(
-        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", url],
+        ["wrk", "-t1", f"-c{connections}", f"-d{seconds:g}s", server.url],
         capture_output=True,
         text=True,
         timeout=seconds + 30,
         check=True,
     ).stdout
+    used = cpu_seconds(server.process.pid) - before
     found = re.search(r"Requests/sec:\s+([\d.]+)", out)
+    total = re.search(r"(\d+) requests in", out)
     errors = re.search(r"Non-2xx or 3xx responses: (\d+)", out)
-    if found is None or errors is not None:
-        raise RuntimeError(f"wrk failed or saw errors:\n{out}")
-    return float(found.group(1))
+    if found is None or total is None or errors is not None:
+        raise RuntimeError(f"wrk failed or saw errors against {server.variant}:\n{out}")
+    return Run(float(found.group(1)), int(total.group(1)), used)
+
+
+def _median_range(values: list[float], fmt: str) -> str:
+    return f"{statistics.median(values):{fmt}} ({min(values):{fmt}}-{max(values):{fmt}})"
 
 
 def main() -> None:
     """Run the benchmark and print the table."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--seconds", type=float, default=5.0)
-    parser.add_argument("--rounds", type=int, default=3)
+    parser.add_argument("--rounds", type=int, default=5)
     parser.add_argument("--connections", type=int, default=64)
+    parser.add_argument(
+        "--variants",
+        default=",".join(VARIANTS),
+        help=f"comma-separated, bare always included (default: all: {', '.join(VARIANTS)})",
+    )
     args = parser.parse_args()
     if shutil.which("wrk") is None:
         sys.exit("wrk is not installed (apt-get install wrk)")
-    servers = {v: Server(v) for v in VARIANTS}
+    chosen = ["bare", *(v.strip() for v in args.variants.split(",") if v.strip() != "bare")]
+    unknown = [v for v in chosen if v not in VARIANTS]
+    if unknown:
+        sys.exit(f"unknown variant(s) {', '.join(unknown)}; valid: {', '.join(VARIANTS)}")
+    load_before = os.getloadavg()
+    servers = {v: Server(v) for v in chosen}
+    results: dict[str, list[Run]] = {v: [] for v in chosen}
     try:
         for server in servers.values():
             server.wait_ready()
         for server in servers.values():
-            wrk(server.url, 1.0, args.connections)  # warm-up
-        results: dict[str, list[float]] = {v: [] for v in VARIANTS}
-        for _ in range(args.rounds):
-            for variant, server in servers.items():
-                results[variant].append(wrk(server.url, args.seconds, args.connections))
+            wrk(server, 1.0, args.connections)  # warm-up
+        for round_no in range(args.rounds):
+            shift = round_no % len(chosen)
+            for variant in chosen[shift:] + chosen[:shift]:
+                results[variant].append(wrk(servers[variant], args.seconds, args.connections))
     finally:
         for server in servers.values():
             server.stop()
-    bare = statistics.median(results["bare"])
+    load_after = os.getloadavg()
+    bare = results["bare"]
     print(
-        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, uvicorn (1 process), "
-        f"median of {args.rounds} alternating rounds, {os.cpu_count()} CPUs\n"
+        f"wrk -t1 -c{args.connections} -d{args.seconds:g}s, uvicorn (1 process, httptools), "
+        f"{args.rounds} rounds in rotating order, Python {platform.python_version()}, "
+        f"{os.cpu_count()} CPUs, load average {load_before[0]:.1f} before, "
+        f"{load_after[0]:.1f} after\n"
     )
-    print("| variant | requests/s (median) | rounds | ratio to bare |")
-    print("|---|---:|---|---:|")
-    for variant in VARIANTS:
-        rps = statistics.median(results[variant])
-        rounds = ", ".join(f"{r:,.0f}" for r in results[variant])
-        print(f"| {variant} | {rps:,.0f} | {rounds} | {rps / bare:.3f} |")
+    print(
+        "| variant | requests/s (median) | rps ratio to bare, median (range) "
+        "| CPU µs/request (median) | cpu ratio, median (range) |"
+    )
+    print("|---|---:|---:|---:|---:|")
+    for variant in chosen:
+        runs = results[variant]
+        rps_ratios = [r.rps / b.rps for r, b in zip(runs, bare, strict=True)]
+        cpu_ratios = [b.cpu_us / r.cpu_us for r, b in zip(runs, bare, strict=True)]
+        print(
+            f"| {LABELS[variant]} | {statistics.median(r.rps for r in runs):,.0f} "
+            f"| {_median_range(rps_ratios, '.3f')} "
+            f"| {statistics.median(r.cpu_us for r in runs):.0f} "
+            f"| {_median_range(cpu_ratios, '.3f')} |"
+        )
 
 
 if __name__ == "__main__":

@@ -20,7 +20,7 @@ import json
 import logging
 import re
 from collections.abc import Mapping
-from typing import Any
+from typing import Any, Protocol
 
 from prometheus_client import Counter
 
@@ -36,6 +36,8 @@ logger = logging.getLogger("lifesigns.http")
 _CACHE_SIZE = 4096
 _TICK = 0.025
 """Seconds between sweeps for expired requests: a 504 comes at most this late."""
+DEADLINE_TASK = "lifesigns deadline 504"
+"""The name of the task the 504 is sent from (the request tally tells it apart by it)."""
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
 
 
@@ -122,7 +124,7 @@ class DeadlineMiddleware:
             + [1.0]
         )
         self._tick = min(_TICK, shortest / 4)
-        self._active: dict[_DeadlineResponder, None] = {}
+        self._active: dict[Guarded, None] = {}
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
 
@@ -160,12 +162,65 @@ class DeadlineMiddleware:
         if deadline is None:
             await self.app(scope, receive, send)
             return
-        await _DeadlineResponder(self, scope, send, deadline, rule).run(receive)
+        responder = _DeadlineResponder(self, scope, send, deadline, rule)
+        await self.serve(responder, self.app, receive, responder.send)
 
-    def _watch(self, responder: _DeadlineResponder, loop: asyncio.AbstractEventLoop) -> None:
+    async def serve(self, item: Guarded, app: ASGIApp, receive: Receive, send: Send) -> None:
+        """Run ``app`` for ``item`` under ``item.deadline`` (already set), then any 504.
+
+        ``send`` is what the application sends through; it must drop what comes after the
+        deadline. :class:`~lifesigns.http.LifesignsMiddleware` does the same steps inline
+        (:meth:`arm`, :meth:`swallow`, :meth:`settle`) around its own request record, so
+        that one ASGI pass does the tally and the deadline.
+        """
+        task = self.arm(item)
+        try:
+            await app(item.scope, receive, send)
+        except asyncio.CancelledError:
+            if not self.swallow(item, task):
+                raise
+        else:
+            self.settle(item, task)
+        finally:
+            self._active.pop(item, None)
+        if item.answer is not None:
+            await item.answer
+
+    def arm(self, item: Guarded) -> asyncio.Task[Any] | None:
+        """Start the clock of ``item`` (on the loop, in its task); returns that task."""
+        task = item.task
+        if task is None:
+            loop = asyncio.get_running_loop()
+            task = item.task = asyncio.current_task(loop)
+        else:
+            loop = task.get_loop()  # get_running_loop() costs a getpid() call on 3.11
+        item.due = loop.time() + item.deadline
+        self.watch(item, loop)
+        return task
+
+    @staticmethod
+    def swallow(item: Guarded, task: asyncio.Task[Any] | None) -> bool:
+        """Whether a ``CancelledError`` that ended ``item`` was ours alone (then swallow it).
+
+        Also cancelled by someone else (a shutdown): ``False``, re-raise it.
+        """
+        return item.expired and (task is None or task.uncancel() == 0)
+
+    @staticmethod
+    def settle(item: Guarded, task: asyncio.Task[Any] | None) -> None:
+        """``item`` returned normally: if it was expired, it swallowed our cancellation."""
+        if item.expired and task is not None:
+            task.uncancel()
+
+    def unwatch(self, item: Guarded) -> None:
+        """Stop sweeping ``item`` (it has left)."""
+        self._active.pop(item, None)
+
+    def watch(self, item: Guarded, loop: asyncio.AbstractEventLoop) -> None:
+        """Sweep ``item`` until it leaves: past ``item.due`` it is expired."""
         # One timer sweeps every request instead of one timer per request: a timer
         # handle per request cost more than the rest of the middleware together.
-        self._active[responder] = None
+        self._active[item] = None
         if self._timer is None or self._loop is not loop:
             self._loop = loop
             self._timer = loop.call_later(self._tick, self._sweep)
@@ -176,17 +231,49 @@ class DeadlineMiddleware:
         if loop is None:
             return
         now = loop.time()
-        for responder in [r for r in self._active if r.due <= now]:
-            self._active.pop(responder, None)
-            responder.expire()
+        for item in [r for r in self._active if r.due <= now]:
+            self._active.pop(item, None)
+            item.expire()
         if self._active:
             self._timer = loop.call_later(self._tick, self._sweep)
 
-    def _count(self, scope: Scope, rule: str | None) -> str:
-        label = route_template(scope) or rule or "(unrouted)"
+    def expire(self, item: Guarded, send: Send, started: bool) -> None:
+        """Cut ``item`` at its deadline: count it, answer 504 through ``send`` if nothing
+        was ``started`` yet (else the connection closes), and cancel its task."""
+        item.expired = True
+        scope = item.scope
+        label = route_template(scope) or item.rule or "(unrouted)"
         if self._expired is not None:
             self._expired.labels(label).inc()
-        return label
+        if not started:
+            # Sent from its own task: the handler may not be interruptible (a thread).
+            item.answer = asyncio.get_running_loop().create_task(
+                _send_504(send, item.deadline, label), name=DEADLINE_TASK
+            )
+        logger.warning(
+            "%s %s exceeded its deadline of %g s: handler cancelled%s",
+            scope.get("method", "GET"),
+            label,
+            item.deadline,
+            ", 504 sent" if not started else ", response already started: connection closed",
+        )
+        if item.task is not None:
+            item.task.cancel(f"lifesigns: deadline of {item.deadline:g} s exceeded")
+
+
+class Guarded(Protocol):
+    """A request under a deadline, as :class:`DeadlineMiddleware` sweeps and cuts it."""
+
+    scope: Scope
+    deadline: float
+    rule: str | None
+    due: float
+    expired: bool
+    task: asyncio.Task[Any] | None
+    answer: asyncio.Task[None] | None
+
+    def expire(self) -> None:
+        """Called once, on the loop, when the sweep finds the request past ``due``."""
 
 
 class _DeadlineResponder:
@@ -224,26 +311,6 @@ class _DeadlineResponder:
         self.task: asyncio.Task[Any] | None = None
         self.due = 0.0
 
-    async def run(self, receive: Receive) -> None:
-        self.task = asyncio.current_task()
-        loop = asyncio.get_running_loop()
-        self.due = loop.time() + self.deadline
-        middleware = self.middleware
-        middleware._watch(self, loop)
-        try:
-            await middleware.app(self.scope, receive, self.send)
-        except asyncio.CancelledError:
-            # Ours alone: swallow it. Also cancelled by someone else (shutdown): re-raise.
-            if not self.expired or (self.task is not None and self.task.uncancel() > 0):
-                raise
-        else:
-            if self.expired and self.task is not None:
-                self.task.uncancel()  # the handler swallowed our cancellation itself
-        finally:
-            middleware._active.pop(self, None)
-        if self.answer is not None:
-            await self.answer
-
     async def send(self, message: Message) -> None:
         if self.expired:
             return  # the client has its answer (or its closed connection) already
@@ -252,44 +319,29 @@ class _DeadlineResponder:
         await self.raw_send(message)
 
     def expire(self) -> None:
-        self.expired = True
-        route = self.middleware._count(self.scope, self.rule)
-        method = self.scope.get("method", "GET")
-        if not self.started:
-            # Sent from its own task: the handler may not be interruptible (a thread).
-            self.answer = asyncio.get_running_loop().create_task(
-                self._send_504(route), name="lifesigns deadline 504"
-            )
-        logger.warning(
-            "%s %s exceeded its deadline of %g s: handler cancelled%s",
-            method,
-            route,
-            self.deadline,
-            ", 504 sent" if not self.started else ", response already started: connection closed",
-        )
-        if self.task is not None:
-            self.task.cancel(f"lifesigns: deadline of {self.deadline:g} s exceeded")
+        self.middleware.expire(self, self.raw_send, self.started)
 
-    async def _send_504(self, route: str) -> None:
-        body = json.dumps(
-            {
-                "error": "deadline exceeded",
-                "detail": f"the request did not finish within its deadline of "
-                f"{self.deadline:g} s and was cancelled",
-                "deadline_s": self.deadline,
-                "route": route,
-            }
-        ).encode()
-        await self.raw_send(
-            {
-                "type": "http.response.start",
-                "status": 504,
-                "headers": [
-                    (b"content-type", b"application/json"),
-                    (b"content-length", str(len(body)).encode()),
-                    (b"cache-control", b"no-store"),
-                    (b"connection", b"close"),
-                ],
-            }
-        )
-        await self.raw_send({"type": "http.response.body", "body": body})
+
+async def _send_504(send: Send, deadline: float, route: str) -> None:
+    body = json.dumps(
+        {
+            "error": "deadline exceeded",
+            "detail": f"the request did not finish within its deadline of "
+            f"{deadline:g} s and was cancelled",
+            "deadline_s": deadline,
+            "route": route,
+        }
+    ).encode()
+    await send(
+        {
+            "type": "http.response.start",
+            "status": 504,
+            "headers": [
+                (b"content-type", b"application/json"),
+                (b"content-length", str(len(body)).encode()),
+                (b"cache-control", b"no-store"),
+                (b"connection", b"close"),
+            ],
+        }
+    )
+    await send({"type": "http.response.body", "body": body})

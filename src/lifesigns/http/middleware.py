@@ -9,8 +9,9 @@ rename lifesigns' probe (``paths=``).
 
 from __future__ import annotations
 
+import asyncio
 import logging
-from collections.abc import Iterator
+from collections.abc import Awaitable, Iterator
 from typing import Any, Protocol
 
 from .._config import Settings
@@ -44,59 +45,121 @@ class Assembled(Protocol):
 class LifesignsMiddleware:
     """Serves lifesigns' exposed surfaces; every other request goes to ``app`` untouched.
 
-    Other requests are recorded as in flight while they run (see
-    :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut at
-    that deadline with a 504 (see :mod:`lifesigns.http.deadline`). The probes answer
-    before any of the application's own middleware (authentication, sessions).
+    Other requests are recorded as in flight while they run and tallied when they end
+    (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut
+    at that deadline with a 504 (see :mod:`lifesigns.http.deadline`): all in one ASGI
+    pass, one coroutine and one record per request (the record is the ``receive`` and
+    the ``send`` the application gets). The probes answer before any
+    of the application's own middleware (authentication, sessions).
+
+    ``track_requests=False`` serves the surfaces only: no request record, metrics or
+    deadline (the request path is then one dictionary lookup).
 
     **Usage**::
 
         app = LifesignsMiddleware(app, signs=signs)
     """
 
-    def __init__(self, app: ASGIApp, signs: Assembled) -> None:
-        if signs.settings.deadline is not None:
-            app = DeadlineMiddleware(app, signs=signs)
+    def __init__(self, app: ASGIApp, signs: Assembled, *, track_requests: bool = True) -> None:
         self.app = app
         self.signs = signs
         self.router: ProbeRouter = signs.router.for_surfaces(signs.settings.expose)
-        self.requests = signs.requests
+        self.requests: RequestTracker | None = signs.requests if track_requests else None
+        self.deadlines: DeadlineMiddleware | None = None
+        if signs.settings.deadline is not None:
+            self.deadlines = DeadlineMiddleware(app, signs=signs)
+            if not track_requests:
+                self.app = self.deadlines  # no record to carry the deadline: its own pass
+                self.deadlines = None
         self._looked_at: int | None = None  # id() of the application whose routes were read
 
-    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+    # Not a coroutine function: it picks the one coroutine that serves the request, so
+    # that a tracked request costs one coroutine here (objects alive for the whole of
+    # every request in flight add up to the garbage collector running under load).
+    def __call__(self, scope: Scope, receive: Receive, send: Send) -> Awaitable[None]:
         kind = scope["type"]
-        if kind == "lifespan":
-            self._look_at(scope.get("app"))
-            self._note_private_surfaces()
-            token = LIFESPAN_SCOPE.set(scope)
-            try:
-                await self.app(scope, receive, send)
-            finally:
-                LIFESPAN_SCOPE.reset(token)
-            return
         if kind != "http":
-            await self.app(scope, receive, send)
-            return
-        self._look_at(scope.get("app"))
+            if kind == "lifespan":
+                return self._lifespan(scope, receive, send)
+            return self.app(scope, receive, send)
+        app = scope.get("app")
+        if self._looked_at != id(app):
+            self._look_at(app)
         path = scope["path"]
         if self.router.matches(path):
-            method = scope.get("method", "GET")
-            reply = await self.router.handle_async(
-                method,
-                path,
-                bytes(scope.get("query_string", b"")).decode("latin-1"),
-                _headers(scope),
-            )
-            await send_answer(send, reply, head=method == "HEAD")
-            return
-        info = self.requests.begin(scope, receive, send)
+            return self._answer(scope, path, send)
+        if self.requests is None:
+            return self.app(scope, receive, send)
+        deadlines = self.deadlines
+        if deadlines is not None:
+            limit, rule = deadlines.deadline_for(path)
+            if limit is not None:
+                return self._guarded(scope, receive, send, deadlines, limit, rule)
+        return self._tracked(scope, receive, send)
+
+    async def _tracked(self, scope: Scope, receive: Receive, send: Send) -> None:
+        requests = self.requests
+        assert requests is not None
+        info = requests.begin(scope, receive, send)
         try:
-            await self.app(scope, info.receive, info.send)
+            await self.app(scope, info, info)
         except BaseException as exc:
             info.error = type(exc).__name__  # what ended it, for what outlives it
             raise
         finally:
-            self.requests.end(info)
+            requests.end(info)
+
+    async def _guarded(
+        self,
+        scope: Scope,
+        receive: Receive,
+        send: Send,
+        deadlines: DeadlineMiddleware,
+        limit: float,
+        rule: str | None,
+    ) -> None:
+        # _tracked() and DeadlineMiddleware.serve() in one coroutine.
+        requests = self.requests
+        assert requests is not None
+        info = requests.begin(scope, receive, send)
+        info.guard, info.deadline, info.rule = deadlines, limit, rule
+        task = deadlines.arm(info)
+        try:
+            try:
+                await self.app(scope, info, info)
+            except asyncio.CancelledError:
+                if not deadlines.swallow(info, task):
+                    raise
+            else:
+                deadlines.settle(info, task)
+            finally:
+                deadlines.unwatch(info)
+            if info.answer is not None:
+                await info.answer
+        except BaseException as exc:
+            info.error = type(exc).__name__
+            raise
+        finally:
+            requests.end(info)
+
+    async def _lifespan(self, scope: Scope, receive: Receive, send: Send) -> None:
+        self._look_at(scope.get("app"))
+        self._note_private_surfaces()
+        token = LIFESPAN_SCOPE.set(scope)
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            LIFESPAN_SCOPE.reset(token)
+
+    async def _answer(self, scope: Scope, path: str, send: Send) -> None:
+        method = scope.get("method", "GET")
+        reply = await self.router.handle_async(
+            method,
+            path,
+            bytes(scope.get("query_string", b"")).decode("latin-1"),
+            _headers(scope),
+        )
+        await send_answer(send, reply, head=method == "HEAD")
 
     def _note_private_surfaces(self) -> None:
         settings = self.signs.settings
@@ -111,9 +174,11 @@ class LifesignsMiddleware:
 
     def _look_at(self, app: Any) -> None:
         """Leave to ``app`` every probe path it routes itself, warning once per route."""
-        if app is None or self._looked_at == id(app):
+        if self._looked_at == id(app):
             return
         self._looked_at = id(app)
+        if app is None:
+            return
         for path, methods in _static_routes(app):
             probe = self.router.probe_for(path)
             if probe is None or probe == "debug" or (methods and "GET" not in methods):

@@ -4,7 +4,8 @@ A cheap record per request, kept by :class:`~lifesigns.http.LifesignsMiddleware`
 other layers can say which request a stall, a held connection or a deadline belongs to:
 
 * :data:`current_request` is a context variable: code running for a request (its task,
-  the threads anyio lends it, SQLAlchemy's greenlets) sees that request.
+  the threads anyio lends it, SQLAlchemy's greenlets) sees that request. It is set once a
+  reader asked for :attr:`RequestTracker.current` (pool forensics does), not before.
 * :meth:`RequestTracker.for_task` finds the request a task is serving, from any thread,
   without touching the event loop: a watchdog names the request of a frozen loop this way.
 * :meth:`RequestTracker.served` is the tally of finished requests by route template, method
@@ -25,11 +26,12 @@ from __future__ import annotations
 
 import asyncio
 import bisect
+import contextlib
 import itertools
+import threading
 import time
-from collections.abc import MutableMapping
-from contextvars import ContextVar
-from dataclasses import dataclass, field
+from collections.abc import Awaitable, Callable, MutableMapping
+from contextvars import ContextVar, Token
 from typing import Any
 
 from .responses import Message, Receive, Send
@@ -56,45 +58,130 @@ CLIENT_CLOSED = 499
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
 _LABEL_CACHE_SIZE = 2048
+_ENDED: MutableMapping[str, Any] = {}
+"""The scope of every ended request: empty, and never written."""
 
 
-@dataclass(eq=False, slots=True)
 class RequestInfo:
-    """One request: method, path, route template, id, start time, and how it is answered."""
+    """One request: method, path, route template, id, start time, and how it is answered.
 
-    method: str
-    path: str
-    request_id: str
-    started: float = field(default_factory=time.monotonic)
-    scope: MutableMapping[str, Any] = field(default_factory=dict, repr=False)
-    task_id: int = field(default=0, repr=False)
-    raw_receive: Receive | None = field(default=None, repr=False)
-    raw_send: Send | None = field(default=None, repr=False)
-    status: int = 0
-    """The status of the response once started (0 before)."""
-    complete: bool = False
-    """Whether the response's last body message was sent."""
-    disconnected: bool = False
-    """Whether the client went away before the response was complete."""
-    left_unanswered: bool = False
-    """Whether the client went away before the response started (counted as 499)."""
-    deadline_exceeded: bool = False
-    """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
-    error: str | None = field(default=None, repr=False)
-    """The type of the exception that escaped the application, if one did."""
-    ended: float | None = field(default=None, repr=False)
-    """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
-    is judged against this."""
+    Built once per request by :meth:`RequestTracker.begin`; a plain slotted class with
+    one ``__init__`` (no dataclass defaults to run) because it is on every request's path.
+    """
+
+    __slots__ = (
+        "_endpoint",
+        "_id",
+        "_number",
+        "_route",
+        "_token",
+        "answer",
+        "complete",
+        "deadline",
+        "deadline_exceeded",
+        "disconnected",
+        "due",
+        "ended",
+        "error",
+        "expired",
+        "guard",
+        "left_unanswered",
+        "method",
+        "path",
+        "raw_receive",
+        "raw_send",
+        "rule",
+        "scope",
+        "started",
+        "status",
+        "task",
+        "task_id",
+    )
+
+    def __init__(
+        self,
+        method: str,
+        path: str,
+        request_id: str | None = None,
+        started: float | None = None,
+        scope: MutableMapping[str, Any] | None = None,
+        task_id: int = 0,
+        raw_receive: Receive | None = None,
+        raw_send: Send | None = None,
+    ) -> None:
+        self.method = method
+        self.path = path
+        self._id = request_id
+        self._number = next(_ids)
+        self._route: str | None = None  # the route and endpoint, kept once it ended
+        self._endpoint: Any = None
+        self._token: Token[RequestInfo | None] | None = None
+        self.started: float = time.monotonic() if started is None else started
+        self.scope: MutableMapping[str, Any] = {} if scope is None else scope
+        self.task_id = task_id
+        self.raw_receive = raw_receive
+        self.raw_send = raw_send
+        self.status = 0
+        """The status of the response once started (0 before)."""
+        self.complete = False
+        """Whether the response's last body message was sent."""
+        self.disconnected = False
+        """Whether the client went away before the response was complete."""
+        self.left_unanswered = False
+        """Whether the client went away before the response started (counted as 499)."""
+        self.deadline_exceeded = False
+        """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+        self.error: str | None = None
+        """The type of the exception that escaped the application, if one did."""
+        self.ended: float | None = None
+        """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
+        is judged against this."""
+        # Set only for a request under a deadline (see lifesigns.http.deadline): the
+        # guard that sweeps it, its limit and due time (loop clock), the rule that chose
+        # it, the serving task, and the task sending the 504 once expired.
+        self.guard: Any = None
+        self.deadline = 0.0
+        self.due = 0.0
+        self.rule: str | None = None
+        self.expired = False
+        self.task: asyncio.Task[Any] | None = None
+        self.answer: asyncio.Task[None] | None = None
+
+    def __repr__(self) -> str:
+        return (
+            f"RequestInfo(method={self.method!r}, path={self.path!r}, "
+            f"request_id={self.request_id!r}, status={self.status!r})"
+        )
+
+    @property
+    def request_id(self) -> str:
+        """The client's ``X-Request-ID`` (or ``X-Correlation-ID``), else a number of ours.
+
+        Read from the headers when first asked (a stall report, a held connection), not
+        on every request.
+        """
+        found = self._id
+        if found is None:
+            found = self._id = _request_id(self.scope) or str(self._number)
+        return found
+
+    @property
+    def started_response(self) -> bool:
+        """Whether the response has started (its status is known)."""
+        return self.status != 0
 
     @property
     def route(self) -> str:
         """The full route template (``/api/v1/orders/{order_id}``) once routed, else the path."""
+        final = self._route
+        if final is not None:
+            return final
         return route_template(self.scope) or self.path
 
     @property
     def endpoint(self) -> str | None:
         """The qualified name of the endpoint function, once routed."""
-        endpoint = self.scope.get("endpoint")
+        endpoint = self._endpoint if self.ended is not None else self.scope.get("endpoint")
         if endpoint is None:
             return None
         return f"{getattr(endpoint, '__module__', '?')}.{getattr(endpoint, '__qualname__', '?')}"
@@ -122,7 +209,8 @@ class RequestInfo:
 
     async def receive(self) -> Message:
         """The server's ``receive``, noting a client that left before its answer."""
-        assert self.raw_receive is not None
+        if self.raw_receive is None:
+            raise RuntimeError(f"{self.describe()} has ended: nothing more to receive")
         message = await self.raw_receive()
         if message["type"] == "http.disconnect" and not self.complete:
             self.disconnected = True
@@ -130,11 +218,18 @@ class RequestInfo:
         return message
 
     async def send(self, message: Message) -> None:
-        """The server's ``send``, noting the status and the end of the response."""
-        assert self.raw_send is not None
+        """The server's ``send``, noting the status and the end of the response.
+
+        Past the request's deadline only the deadline's own 504 gets through: the client
+        has its answer (or its closed connection) already.
+        """
+        if self.expired and asyncio.current_task() is not self.answer:
+            return
+        if self.raw_send is None:
+            raise RuntimeError(f"{self.describe()} has ended: its response cannot be sent")
         if message["type"] == "http.response.start":
-            self.status = message["status"]
-            if self.status == 504:
+            self.status = status = message["status"]
+            if status == 504:
                 task = asyncio.current_task()
                 self.deadline_exceeded = task is not None and task.get_name() == _DEADLINE_TASK
         elif not message.get("more_body", False):
@@ -145,6 +240,15 @@ class RequestInfo:
             self.disconnected = True
             self.left_unanswered = message["type"] == "http.response.start"
             raise
+
+    def __call__(self, message: Message | None = None) -> Awaitable[Any]:
+        """The record is both the ``receive`` (no argument) and the ``send`` the
+        application gets: no bound method per request to keep alive while it runs."""
+        return self.receive() if message is None else self.send(message)
+
+    def expire(self) -> None:
+        """Past its deadline: cancel the handler, answer 504 (:mod:`lifesigns.http.deadline`)."""
+        self.guard.expire(self, self.send, self.status != 0)
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request", default=None)
@@ -236,6 +340,21 @@ class RequestTracker:
         # objects are kept so their ids cannot be reused while the entry lives.
         self._labels: dict[tuple[int, str, int], tuple[str, Any, Any]] = {}
         self._routes: set[str] = set()
+        self._loops = threading.local()
+        # current_request is set only once a reader asked for it (see current).
+        self._context_wanted = False
+
+    def _current_task(self) -> asyncio.Task[Any] | None:
+        # asyncio.current_task() asks get_running_loop(), which on 3.11 costs a getpid()
+        # system call: the loop is remembered per thread while it runs (one loop runs in
+        # a thread at a time, so a running remembered loop is the running loop).
+        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
+        if loop is None or not loop.is_running():
+            try:
+                loop = self._loops.loop = asyncio.get_running_loop()
+            except RuntimeError:
+                return None
+        return asyncio.current_task(loop)
 
     def begin(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> RequestInfo:
         """Record a request arriving; returns its record (and sets :data:`current_request`).
@@ -243,28 +362,32 @@ class RequestTracker:
         Hand the application the record's :meth:`~RequestInfo.receive` and
         :meth:`~RequestInfo.send`, so that the tally sees the status and a client leaving.
         """
-        request_id = _request_id(scope) or str(next(_ids))
-        task = asyncio.current_task()
+        task = self._current_task()
         info = RequestInfo(
             scope.get("method", "GET"),
             scope.get("path", ""),
-            request_id,
+            None,
             time.monotonic(),
             scope,
             id(task) if task is not None else 0,
             receive,
             send,
         )
+        info.task = task  # let go of in end(): the task's context may hold the record
         self._active[id(info)] = info
         if task is not None:
             self._by_task[info.task_id] = info
-        current_request.set(info)
+        if self._context_wanted:
+            info._token = current_request.set(info)
         return info
 
     def end(self, info: RequestInfo) -> None:
         """Record a request leaving, and count it by route template, method and status."""
         now = time.monotonic()
         duration = now - info.started
+        # The task's context holds the record (current_request): a reference back to the
+        # task would make a cycle per request for the garbage collector to find.
+        info.task = info.answer = info.guard = None
         self._active.pop(id(info), None)
         if self._by_task.get(info.task_id) is info:
             del self._by_task[info.task_id]
@@ -285,6 +408,23 @@ class RequestTracker:
         if info.deadline_exceeded:
             pair = (route, method)
             self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
+        # What outlives the request (a task it spawned, a connection it left checked
+        # out) keeps its record through the context: keep the route and endpoint, drop
+        # the scope and the server's callables, which hold the whole request (a record
+        # that held them made every request's objects outlive it, for the collector).
+        info._route = route if route != UNMATCHED and route != OTHER_ROUTE else None
+        info._endpoint = info.scope.get("endpoint")
+        if info._route is None:
+            info._route = route_template(info.scope) or info.path
+        info.scope = _ENDED
+        info.raw_receive = info.raw_send = None
+        token = info._token
+        if token is not None:
+            # What captured the context meanwhile (spawned tasks, lent threads) keeps it;
+            # the request's own task lets go of the record now instead of at its end.
+            info._token = None
+            with contextlib.suppress(ValueError):  # ended in another context than begun
+                current_request.reset(token)
         info.ended = now
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
@@ -334,9 +474,27 @@ class RequestTracker:
     def __len__(self) -> int:
         return len(self._active)
 
-    def current(self) -> RequestInfo | None:
-        """The request the calling code serves, in any thread it runs in (or ``None``)."""
-        return current_request.get()
+    @property
+    def current(self) -> Callable[[], RequestInfo | None]:
+        """``current()``: the request the calling code serves, in any thread (or ``None``).
+
+        Asking for it (pool forensics does, when an engine is watched) turns
+        :data:`current_request` on for every request from then on: the context variable is
+        what threads and tasks a request lends or spawns see it by, and setting it on every
+        request costs more than the rest of the record when nothing reads it.
+        """
+        self._context_wanted = True
+        return self._current
+
+    def _current(self) -> RequestInfo | None:
+        found = current_request.get()
+        if found is not None:
+            return found
+        try:
+            task = asyncio.current_task()
+        except RuntimeError:  # a thread without a loop: only the context could tell
+            return None
+        return self.for_task(task) if task is not None else None
 
     def for_task(self, task: asyncio.Task[Any] | None) -> RequestInfo | None:
         """The request ``task`` serves, if it is one still in flight."""

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import asyncio
 import collections
-import contextlib
 import heapq
 import itertools
 import sys
@@ -51,21 +50,7 @@ def creator_site(depth: int = 2, classifier: FrameClassifier | None = None) -> S
         frame: FrameType | None = sys._getframe(depth)
     except ValueError:
         return None
-    classifier = classifier or default_classifier()
-    kinds = classifier.kinds
-    kind_of = classifier.kind
-    fallback: Site | None = None
-    for _ in range(_MAX_WALK):
-        if frame is None:
-            break
-        code = frame.f_code
-        filename = code.co_filename
-        if (kinds.get(filename) or kind_of(filename)) is _APPLICATION:
-            return (filename, frame.f_lineno or 0, code.co_name)
-        if fallback is None and not filename.startswith(_ASYNCIO_DIR):
-            fallback = (filename, frame.f_lineno or 0, code.co_name)
-        frame = frame.f_back
-    return fallback
+    return _walk(frame, classifier or default_classifier())
 
 
 def site_text(site: Site | None) -> str | None:
@@ -90,14 +75,63 @@ def await_chain(task: asyncio.Task[Any], limit: int = 24) -> list[str]:
     ]
 
 
+_STABLE_AFTER = 8
+"""Walks from one call site that must agree before its answer is reused without a walk."""
+_RECHECK_EVERY = 64
+"""A reused call site is walked again on one task in this many, to notice it changed."""
+_UNSTABLE = object()
+
+
+class _Book:
+    """Creation records by task: ``id(task)`` -> (weak reference, site, time).
+
+    A plain dictionary of weak references without callbacks, pruned of dead entries once
+    it has doubled since the last pruning (amortised O(1) per task): a
+    ``WeakKeyDictionary`` runs a Python callback for every task that dies, which cost
+    more than recording its creation site.
+    """
+
+    __slots__ = ("_entries", "_prune_at")
+
+    def __init__(self) -> None:
+        self._entries: dict[int, tuple[weakref.ref[Any], Site | None, float]] = {}
+        self._prune_at = 4096
+
+    def add(self, task: Any, site: Site | None, created: float) -> None:
+        entries = self._entries
+        entries[id(task)] = (weakref.ref(task), site, created)
+        if len(entries) >= self._prune_at:
+            for key in [k for k, (ref, _, _) in entries.items() if ref() is None]:
+                del entries[key]
+            self._prune_at = max(4096, 2 * len(entries))
+
+    def get(self, task: Any) -> tuple[Site | None, float] | None:
+        found = self._entries.get(id(task))
+        if found is None or found[0]() is not task:
+            return None  # never recorded, or an id reused by a later object
+        return found[1], found[2]
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+
 class CreationSites:
-    """A task factory that remembers where and when each task was created."""
+    """A task factory that remembers where and when each task was created.
+
+    The creation site is the innermost application frame above ``create_task``, found by
+    walking the stack. The walk is cached by call site: the first frame outside asyncio
+    (its code and instruction). An application frame there is its own answer; for a
+    library's call site (uvicorn creates one task per request) the walk is reused once
+    :data:`_STABLE_AFTER` walks agreed, and redone on one task in :data:`_RECHECK_EVERY`;
+    a call site whose walks disagree (a helper many application sites call) is always
+    walked. So a request's task costs a frame look-up and a dictionary hit, not a walk.
+    """
 
     def __init__(self, classifier: FrameClassifier | None = None) -> None:
         self.classifier = classifier or default_classifier()
-        self.sites: weakref.WeakKeyDictionary[asyncio.Task[Any], tuple[Site | None, float]] = (
-            weakref.WeakKeyDictionary()
-        )
+        self.sites = _Book()
+        # (code, lasti) of the first frame outside asyncio -> [site, agreeing walks]
+        self._by_call_site: dict[tuple[CodeType, int], list[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: Any = None
         self._factory: Any = None
@@ -105,21 +139,70 @@ class CreationSites:
     def install(self, loop: asyncio.AbstractEventLoop) -> None:
         """Install the factory on ``loop``, wrapping any factory already there."""
         previous = loop.get_task_factory()
-        sites = self.sites
-        classifier = self.classifier
+        book = self.sites
+        entries = book._entries
+        by_call_site = self._by_call_site
+        site_of = self.site_of
+        monotonic = time.monotonic
+        getframe = sys._getframe
+        ref = weakref.ref
 
+        # On every task's path (one per request under uvicorn): the common case, a call
+        # site already known, is inlined; the rest is site_of() and _Book.add().
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
             if previous is not None:
                 task = previous(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
-            # A factory may return something that cannot be weakly referenced.
-            with contextlib.suppress(TypeError):
-                sites[task] = (creator_site(2, classifier), time.monotonic())  # type: ignore[index]
+            frame: FrameType | None = getframe(1)
+            while frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+                frame = frame.f_back
+            known = None if frame is None else by_call_site.get((frame.f_code, frame.f_lasti))
+            if known is not None and known[1] >= _STABLE_AFTER and known[1] % _RECHECK_EVERY:
+                known[1] += 1
+                site = known[0]
+                if site is not _UNSTABLE and len(entries) < book._prune_at:
+                    try:  # noqa: SIM105 - contextlib.suppress costs a Python call per task
+                        entries[id(task)] = (ref(task), site, monotonic())
+                    except TypeError:  # a factory may return what cannot be weakly referenced
+                        pass
+                    return task
+            try:  # noqa: SIM105
+                book.add(task, site_of(frame), monotonic())
+            except TypeError:
+                pass
             return task
 
         loop.set_task_factory(factory)
         self._loop, self._previous, self._factory = loop, previous, factory
+
+    def site_of(self, frame: FrameType | None) -> Site | None:
+        """The creation site for a task created by ``frame`` (or a frame above it)."""
+        while frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
+            frame = frame.f_back
+        if frame is None:
+            return None
+        code = frame.f_code
+        key = (code, frame.f_lasti)
+        known = self._by_call_site.get(key)
+        if known is None:
+            found = _walk(frame, self.classifier)
+            if len(self._by_call_site) < 4096:  # call sites are few; keep memory bounded
+                # An application frame is its own answer: reusable at once.
+                classifier = self.classifier
+                own = classifier.kind(code.co_filename) is _APPLICATION
+                self._by_call_site[key] = [found, _STABLE_AFTER if own else 1]
+            return found
+        site, agreed = known
+        if site is _UNSTABLE:
+            return _walk(frame, self.classifier)
+        known[1] = agreed + 1
+        if agreed >= _STABLE_AFTER and agreed % _RECHECK_EVERY:
+            return site  # type: ignore[no-any-return]
+        found = _walk(frame, self.classifier)
+        if found != site:
+            known[0] = _UNSTABLE  # walks disagree: this call site is always walked
+        return found
 
     def uninstall(self) -> None:
         """Put the previous factory back, unless someone replaced ours since."""
@@ -130,11 +213,26 @@ class CreationSites:
 
     def get(self, task: asyncio.Task[Any]) -> tuple[Site | None, float | None]:
         """Where and when ``task`` was created, as far as known."""
-        try:
-            found = self.sites.get(task)
-        except RuntimeError:
-            found = None
+        found = self.sites.get(task)
         return (None, None) if found is None else found
+
+
+def _walk(frame: FrameType | None, classifier: FrameClassifier) -> Site | None:
+    """The innermost application frame from ``frame`` up (else the first outside asyncio)."""
+    kinds = classifier.kinds
+    kind_of = classifier.kind
+    fallback: Site | None = None
+    for _ in range(_MAX_WALK):
+        if frame is None:
+            break
+        code = frame.f_code
+        filename = code.co_filename
+        if (kinds.get(filename) or kind_of(filename)) is _APPLICATION:
+            return (filename, frame.f_lineno or 0, code.co_name)
+        if fallback is None and not filename.startswith(_ASYNCIO_DIR):
+            fallback = (filename, frame.f_lineno or 0, code.co_name)
+        frame = frame.f_back
+    return fallback
 
 
 @dataclass(frozen=True)
