@@ -113,7 +113,7 @@ def run(argv: list[str]) -> int:
         [
             f"  side port  {side_base}/livez   (answers while a worker is frozen)",
             f"  metrics    {side_base}/metrics",
-            f"  live page  {side_base}/lifesigns/   (the token below)",
+            f"  live page  {side_base}/lifesigns/   (with the token above)",
         ]
         if side_port
         else []
