@@ -154,7 +154,7 @@ def test_a_reader_never_sees_half_of_one_request_and_half_of_another(tmp_path):
 def test_opening_something_else_names_the_file(tmp_path):
     bogus = tmp_path / "not-slots"
     bogus.write_bytes(b"x" * 200)
-    with pytest.raises(ValueError, match="not a version-1 lifesigns slots file"):
+    with pytest.raises(ValueError, match="not a version-2 lifesigns slots file"):
         SlotTable.open(bogus)
     with pytest.raises(ValueError, match="out of range"):
         SlotTable.create(tmp_path / "s", 0)

@@ -409,7 +409,6 @@ class Lifesigns:
         ``on_saturation="fail"`` to let pressure fail readiness, ``full_stacks=0``...).
         """
         from .db import attach_engine
-        from .http.requests import current_request
 
         attached = attach_engine(
             self.host,
@@ -420,7 +419,8 @@ class Lifesigns:
             startup_deadline=startup_deadline,
             wait_at_startup=wait_at_startup,
             forensics=forensics,
-            current_request=current_request.get,
+            # Asking the tracker for it turns the request context on (off while unread).
+            current_request=self.requests.current,
             **forensics_options,
         )
         self._engines[name] = attached.watched

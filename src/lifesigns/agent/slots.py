@@ -37,6 +37,7 @@ import mmap
 import os
 import struct
 import time
+import zlib
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -54,10 +55,10 @@ __all__ = [
 ]
 
 MAGIC = b"LSAG"
-VERSION = 1
+VERSION = 2
 SLOT_SIZE = 176
 HEADER_SIZE = 64
-REQUEST_BYTES = 127
+REQUEST_BYTES = 123
 
 _HEADER = struct.Struct("<4sIII")  # magic, version, slots, slot size
 _SEQ = struct.Struct("<I")
@@ -68,15 +69,15 @@ _BEAT_OFFSET = 16
 # taken, stall, request start, request length, request text.
 _HEAD = struct.Struct("<iIBB2x")
 _HEAD_OFFSET = 4
-_TAIL = struct.Struct("<QQQB127s")
+_TAIL_BODY = struct.Struct("<QQQB123s")
+_CRC = struct.Struct("<I")
+_TAIL = struct.Struct("<QQQB123sI")  # ... and a CRC-32 of head and tail: a torn read never passes
 _TAIL_OFFSET = 24
 assert _HEAD_OFFSET + _HEAD.size == _BEAT_OFFSET
 assert _TAIL_OFFSET + _TAIL.size == SLOT_SIZE
 
 PHASES = ("unknown", "created", "starting", "ready", "draining", "stopped", "failed")
 """Phase codes in the slot, by index (the names of :class:`lifesigns.health.Phase`)."""
-
-_READ_TRIES = 1024
 
 
 class SlotsFull(LifesignsError, RuntimeError):
@@ -128,6 +129,7 @@ class SlotTable:
         self.path = path
         self.count = count
         self._fd = fd
+        self._last_good: dict[int, tuple[Any, ...]] = {}
         self._map = buffer
 
     def __repr__(self) -> str:
@@ -241,21 +243,40 @@ class SlotTable:
     def read(self, index: int) -> SlotView | None:
         """Slot ``index`` as one consistent version, or ``None`` when free.
 
-        Retries while the worker rewrites it; after a thousand torn reads in a row (a writer
-        that died mid-write) the last read is returned as it is.
+        Retries while the worker rewrites it, for up to 250 ms (a writer descheduled in the
+        middle of a rewrite comes back within a few scheduler ticks); past that (a writer
+        that died mid-write) the last consistent version read of that slot is returned, or,
+        if there never was one, its identity and times with the request left empty: never
+        half of one request and half of another.
         """
         base = self._offset(index)
         body: tuple[Any, ...] = ()
-        for attempt in range(_READ_TRIES):
-            if attempt and not attempt % 16:
-                os.sched_yield()  # let a writer on this core finish its rewrite
+        consistent = False
+        give_up = time.monotonic() + 0.25
+        attempt = 0
+        while True:
             (before,) = _SEQ.unpack_from(self._map, base)
-            body = _HEAD.unpack_from(self._map, base + _HEAD_OFFSET) + _TAIL.unpack_from(
-                self._map, base + _TAIL_OFFSET
-            )
+            head = bytes(self._map[base + _HEAD_OFFSET : base + _HEAD_OFFSET + _HEAD.size])
+            tail = bytes(self._map[base + _TAIL_OFFSET : base + _TAIL_OFFSET + _TAIL.size])
             (after,) = _SEQ.unpack_from(self._map, base)
-            if before == after and not before & 1:
+            body = _HEAD.unpack(head) + _TAIL_BODY.unpack(tail[: _TAIL_BODY.size])
+            (crc,) = _CRC.unpack(tail[_TAIL_BODY.size :])
+            never_written = crc == 0 and not any(head) and not any(tail)
+            checked = never_written or crc == zlib.crc32(head + tail[:-4])
+            if before == after and not before & 1 and checked:
+                consistent = True
                 break
+            attempt += 1
+            if attempt % 16 == 0:
+                if time.monotonic() > give_up:
+                    break
+                os.sched_yield()  # let a writer on this core finish its rewrite
+        if consistent:
+            self._last_good[index] = body
+        elif index in self._last_good:
+            body = self._last_good[index]
+        else:
+            body = (*body[:6], 0, 0, b"")  # the request fields are the torn ones
         (beat,) = _BEAT.unpack_from(self._map, base + _BEAT_OFFSET)
         pid, generation, phase, ready, taken, stall, req_ns, length, text = body
         if pid == 0:
@@ -310,18 +331,12 @@ class SlotTable:
         seq |= 1  # odd: a reader that sees it retries (a dead writer may have left it odd)
         _SEQ.pack_into(self._map, base, seq)
         text = request.encode("utf-8", "replace")[:REQUEST_BYTES]
-        _HEAD.pack_into(
-            self._map, base + _HEAD_OFFSET, pid, generation & 0xFFFFFFFF, phase, int(ready)
-        )
-        _TAIL.pack_into(
-            self._map,
-            base + _TAIL_OFFSET,
-            taken,
-            stall,
-            request_ns,
-            len(text),
-            text,
-        )
+        head = _HEAD.pack(pid, generation & 0xFFFFFFFF, phase, int(ready))
+        tail = _TAIL_BODY.pack(taken, stall, request_ns, len(text), text)
+        self._map[base + _HEAD_OFFSET : base + _HEAD_OFFSET + _HEAD.size] = head
+        end = base + _TAIL_OFFSET + _TAIL_BODY.size
+        self._map[base + _TAIL_OFFSET : end] = tail
+        _CRC.pack_into(self._map, end, zlib.crc32(head + tail))
         _SEQ.pack_into(self._map, base, (seq + 1) & 0xFFFFFFFF)
 
 

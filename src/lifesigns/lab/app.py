@@ -8,6 +8,7 @@ from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
 from sqlalchemy import func, select
+from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
     AsyncSession,
@@ -50,8 +51,14 @@ def create_app(
 
     @signs.startup_step("schema", timeout=30)
     async def create_schema() -> None:
-        async with engine.begin() as conn:
-            await conn.run_sync(Base.metadata.create_all)
+        # Several workers start at once: one creates the table, the others may find it
+        # created between their check and their CREATE, which is no failure.
+        try:
+            async with engine.begin() as conn:
+                await conn.run_sync(Base.metadata.create_all)
+        except (OperationalError, ProgrammingError) as exc:
+            if "already exists" not in str(exc):
+                raise
 
     @signs.check("orders-table", critical=False, timeout=0.5)
     async def orders_table() -> dict[str, Any]:
