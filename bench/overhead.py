@@ -8,8 +8,9 @@ machine hits each alike); medians count:
 * the ablation, each step adding to the one before (``ls:<step>``, see :data:`STEPS`):
   core only (probes and lifespan, no request record), the loop watchdog, the request
   metrics and requests in flight, a 30 s request deadline, the task census, the memory
-  monitor, pool forensics on a watched engine, and ``all`` (a supervised periodic task
-  too): ``ls:all`` is lifesigns with every layer plus the request metrics;
+  monitor, the request context variable (which pool forensics turns on to name the
+  request holding a connection), pool forensics on a watched engine, and ``all`` (a
+  supervised periodic task too): ``ls:all`` is lifesigns with every layer plus the request metrics;
 * ``instrumentator``: prometheus-fastapi-instrumentator alone, for comparison;
 * ``starlette-exporter``: starlette-exporter's ``PrometheusMiddleware`` alone.
 
@@ -54,6 +55,7 @@ STEPS = (
     ("deadline", "+ request deadline (30 s)"),
     ("census", "+ task census (creation sites)"),
     ("memory", "+ memory monitor"),
+    ("context", "+ request context (what pool forensics reads)"),
     ("pool", "+ pool forensics (watched engine)"),
     ("all", "all: + supervised periodic task"),
 )
@@ -121,6 +123,8 @@ def _with_lifesigns(app: Any, step: str) -> None:
         # factory (the creation sites, its one cost on the request path) uninstalled.
         layer: Any = signs.host.find_layer("loop")
         layer.census.creation.install = lambda loop: None
+    if on("context"):
+        signs.requests.current  # noqa: B018 - asking for it turns the context variable on
     if on("pool"):
         signs.watch_engine(
             create_async_engine(f"sqlite+aiosqlite:///{tempfile.gettempdir()}/lifesigns-bench.db")

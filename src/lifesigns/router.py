@@ -454,6 +454,24 @@ class ProbeRouter:
         self._per_check = f"{readyz}/" if readyz and PROBES in self.surfaces else None
         self._debug = f"{settings.prefix}/debug" if DEBUG in self.surfaces else None
         self._live = f"{settings.prefix}/lifesigns" if LIVE in self.surfaces else None
+        # matches() runs on every request: one set look-up and one startswith() say "not
+        # ours" for an application path, with nothing built per request.
+        self._debug_prefix = f"{self._debug}/" if self._debug else None
+        self._live_paths = (
+            frozenset({self._live, f"{self._live}/", f"{self._live}/data"})
+            if self._live
+            else frozenset()
+        )
+        self._whole: frozenset[str] = frozenset()
+        self._starts: tuple[str, ...] = ()
+        self._index()
+
+    def _index(self) -> None:
+        whole = set(self._exact) | self._live_paths
+        if self._debug:
+            whole.add(self._debug)
+        self._whole = frozenset(whole - self._yielded)
+        self._starts = tuple(p for p in (self._per_check, self._debug_prefix) if p)
 
     def __repr__(self) -> str:
         return f"<ProbeRouter {sorted(self.surfaces)} at {sorted(self.paths)}>"
@@ -490,19 +508,20 @@ class ProbeRouter:
             return exact
         if self._per_check and path.startswith(self._per_check):
             return "readyz"
-        if self._debug and (path == self._debug or path.startswith(f"{self._debug}/")):
+        if self._debug and (path == self._debug or path.startswith(self._debug_prefix or "")):
             return "debug"
-        if self._live and path in (self._live, f"{self._live}/", f"{self._live}/data"):
+        if path in self._live_paths:
             return "live"
         return None
 
     def matches(self, path: str) -> bool:
         """Whether this router answers ``path`` (else the application does)."""
-        return self.probe_for(path) is not None
+        return path in self._whole or (path.startswith(self._starts) and path not in self._yielded)
 
     def yield_path(self, path: str) -> None:
         """Leave ``path`` to the application (its own route there wins)."""
         self._yielded = self._yielded | {path}
+        self._index()
 
     # -- entry points ------------------------------------------------------------------
 

@@ -19,7 +19,8 @@ import asyncio
 import json
 import logging
 import re
-from collections.abc import Mapping
+import time
+from collections.abc import Callable, Iterable, Mapping
 from typing import Any, Protocol
 
 from prometheus_client import Counter
@@ -36,6 +37,10 @@ logger = logging.getLogger("lifesigns.http")
 _CACHE_SIZE = 4096
 _TICK = 0.025
 """Seconds between sweeps for expired requests: a 504 comes at most this late."""
+_STALE_SWEEP = 1.0
+"""Seconds without a sweep after which the sweeping timer is taken for lost."""
+_EXEMPT = float("inf")
+"""The deadline of a request exempt by a rule (``routes={"/events": None}``)."""
 DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task the 504 is sent from (the request tally tells it apart by it)."""
 _PARAM = re.compile(r"\{([A-Za-z_][A-Za-z0-9_]*)(?::([A-Za-z_]+))?\}")
@@ -125,8 +130,10 @@ class DeadlineMiddleware:
         )
         self._tick = min(_TICK, shortest / 4)
         self._active: dict[Guarded, None] = {}
+        self._flight: Callable[[], Iterable[Shared]] | None = None
         self._timer: asyncio.TimerHandle | None = None
         self._loop: asyncio.AbstractEventLoop | None = None
+        self._swept = 0.0  # time.monotonic() of the latest sweep
 
     def __repr__(self) -> str:
         routes = {k: v for k, _, v in self._templates} | {k or "/": v for k, v in self._prefixes}
@@ -170,7 +177,7 @@ class DeadlineMiddleware:
 
         ``send`` is what the application sends through; it must drop what comes after the
         deadline. :class:`~lifesigns.http.LifesignsMiddleware` does the same steps inline
-        (:meth:`arm`, :meth:`swallow`, :meth:`settle`) around its own request record, so
+        (:meth:`guard`, :meth:`swallow`, :meth:`settle`) around its own request record, so
         that one ASGI pass does the tally and the deadline.
         """
         task = self.arm(item)
@@ -190,13 +197,39 @@ class DeadlineMiddleware:
         """Start the clock of ``item`` (on the loop, in its task); returns that task."""
         task = item.task
         if task is None:
-            loop = asyncio.get_running_loop()
-            task = item.task = asyncio.current_task(loop)
-        else:
-            loop = task.get_loop()  # get_running_loop() costs a getpid() call on 3.11
-        item.due = loop.time() + item.deadline
-        self.watch(item, loop)
+            task = item.task = asyncio.current_task()
+        item.due = time.monotonic() + item.deadline
+        self._active[item] = None
+        self._keep_sweeping(item.due - item.deadline)
         return task
+
+    def guard(self, item: Guarded, path: str, started: float) -> None:
+        """Put ``item`` (a request record among those :meth:`shared <share>` with this
+        middleware) under its deadline for ``path``, counted from ``started``
+        (``time.monotonic()``).
+
+        The sweep finds it among the requests in flight: no entry of its own to add and
+        remove per request, and with no per-route rules nothing is written on ``item``
+        (its ``deadline`` of 0 stands for the default).
+        """
+        if self._templates or self._prefixes:
+            limit, rule = self.deadline_for(path)
+            if limit is None:
+                item.deadline = _EXEMPT
+                return
+            item.deadline = limit
+            item.rule = rule
+        elif self.default is None:
+            return
+        if self._timer is None or started - self._swept > _STALE_SWEEP:
+            self._keep_sweeping(started)
+
+    def share(self, flight: Callable[[], Iterable[Shared]]) -> None:
+        """Also sweep what ``flight()`` lists (the requests in flight of a tracker).
+
+        Only those :meth:`guard` saw: it keeps the sweep running while they are in flight.
+        """
+        self._flight = flight
 
     @staticmethod
     def swallow(item: Guarded, task: asyncio.Task[Any] | None) -> bool:
@@ -212,29 +245,41 @@ class DeadlineMiddleware:
         if item.expired and task is not None:
             task.uncancel()
 
-    def unwatch(self, item: Guarded) -> None:
-        """Stop sweeping ``item`` (it has left)."""
-        self._active.pop(item, None)
-
-    def watch(self, item: Guarded, loop: asyncio.AbstractEventLoop) -> None:
-        """Sweep ``item`` until it leaves: past ``item.due`` it is expired."""
+    def _keep_sweeping(self, now: float) -> None:
         # One timer sweeps every request instead of one timer per request: a timer
-        # handle per request cost more than the rest of the middleware together.
-        self._active[item] = None
-        if self._timer is None or self._loop is not loop:
-            self._loop = loop
-            self._timer = loop.call_later(self._tick, self._sweep)
+        # handle per request cost more than the rest of the middleware together. A sweep
+        # that has not run for a while belonged to a loop that is gone (a test client's):
+        # start one on this loop.
+        if self._timer is not None and now - self._swept <= _STALE_SWEEP:
+            return
+        if self._timer is not None:
+            self._timer.cancel()
+        loop = asyncio.get_running_loop()
+        self._loop = loop
+        self._swept = now
+        self._timer = loop.call_later(self._tick, self._sweep)
 
     def _sweep(self) -> None:
         self._timer = None
         loop = self._loop
         if loop is None:
             return
-        now = loop.time()
+        now = self._swept = time.monotonic()
         for item in [r for r in self._active if r.due <= now]:
             self._active.pop(item, None)
             item.expire()
-        if self._active:
+        shared = list(self._flight()) if self._flight is not None else []
+        default = self.default
+        for item in shared:
+            limit = item.deadline or default
+            if limit is None or item.expired or item.started + limit > now:
+                continue
+            task = item.task
+            if task is None or task.get_loop() is loop:
+                item.guard, item.deadline = self, limit
+                item.due = item.started + limit
+                item.expire()
+        if self._active or shared:
             self._timer = loop.call_later(self._tick, self._sweep)
 
     def expire(self, item: Guarded, send: Send, started: bool) -> None:
@@ -276,6 +321,13 @@ class Guarded(Protocol):
         """Called once, on the loop, when the sweep finds the request past ``due``."""
 
 
+class Shared(Guarded, Protocol):
+    """A request record the sweep finds among a tracker's requests in flight."""
+
+    started: float
+    guard: Any
+
+
 class _DeadlineResponder:
     """One request under a deadline: its due time, a guarded ``send`` and the 504."""
 
@@ -284,6 +336,7 @@ class _DeadlineResponder:
         "deadline",
         "due",
         "expired",
+        "guard",
         "middleware",
         "raw_send",
         "rule",
@@ -300,7 +353,7 @@ class _DeadlineResponder:
         deadline: float,
         rule: str | None,
     ) -> None:
-        self.middleware = middleware
+        self.middleware = self.guard = middleware
         self.scope = scope
         self.raw_send = send
         self.deadline = deadline

@@ -48,8 +48,8 @@ class LifesignsMiddleware:
     Other requests are recorded as in flight while they run and tallied when they end
     (see :mod:`lifesigns.http.requests`) and, when the ``deadline`` setting is given, cut
     at that deadline with a 504 (see :mod:`lifesigns.http.deadline`): all in one ASGI
-    pass, one coroutine and one record per request (the record is the ``receive`` and
-    the ``send`` the application gets). The probes answer before any
+    pass, one coroutine and one record per request (whose ``receive`` and ``send`` the
+    application gets). The probes answer before any
     of the application's own middleware (authentication, sessions).
 
     ``track_requests=False`` serves the surfaces only: no request record, metrics or
@@ -71,6 +71,8 @@ class LifesignsMiddleware:
             if not track_requests:
                 self.app = self.deadlines  # no record to carry the deadline: its own pass
                 self.deadlines = None
+            else:
+                self.deadlines.share(signs.requests.flight)
         self._looked_at: int | None = None  # id() of the application whose routes were read
 
     # Not a coroutine function: it picks the one coroutine that serves the request, so
@@ -90,54 +92,30 @@ class LifesignsMiddleware:
             return self._answer(scope, path, send)
         if self.requests is None:
             return self.app(scope, receive, send)
-        deadlines = self.deadlines
-        if deadlines is not None:
-            limit, rule = deadlines.deadline_for(path)
-            if limit is not None:
-                return self._guarded(scope, receive, send, deadlines, limit, rule)
-        return self._tracked(scope, receive, send)
+        return self._serve(scope, receive, send)
 
-    async def _tracked(self, scope: Scope, receive: Receive, send: Send) -> None:
+    async def _serve(self, scope: Scope, receive: Receive, send: Send) -> None:
+        # The request record, and the deadline's steps (DeadlineMiddleware.serve()),
+        # in one coroutine.
         requests = self.requests
         assert requests is not None
         info = requests.begin(scope, receive, send)
-        try:
-            await self.app(scope, info, info)
-        except BaseException as exc:
-            info.error = type(exc).__name__  # what ended it, for what outlives it
-            raise
-        finally:
-            requests.end(info)
-
-    async def _guarded(
-        self,
-        scope: Scope,
-        receive: Receive,
-        send: Send,
-        deadlines: DeadlineMiddleware,
-        limit: float,
-        rule: str | None,
-    ) -> None:
-        # _tracked() and DeadlineMiddleware.serve() in one coroutine.
-        requests = self.requests
-        assert requests is not None
-        info = requests.begin(scope, receive, send)
-        info.guard, info.deadline, info.rule = deadlines, limit, rule
-        task = deadlines.arm(info)
+        if self.deadlines is not None:
+            self.deadlines.guard(info, info.path, info.started)
         try:
             try:
-                await self.app(scope, info, info)
+                await self.app(scope, info.receive, info.send)
             except asyncio.CancelledError:
-                if not deadlines.swallow(info, task):
+                if not DeadlineMiddleware.swallow(info, info.task):
                     raise
             else:
-                deadlines.settle(info, task)
-            finally:
-                deadlines.unwatch(info)
+                if info.expired:
+                    DeadlineMiddleware.settle(info, info.task)
             if info.answer is not None:
                 await info.answer
         except BaseException as exc:
-            info.error = type(exc).__name__
+            info.error = type(exc).__name__  # what ended it, for what outlives it
+            info.gone(exc)
             raise
         finally:
             requests.end(info)

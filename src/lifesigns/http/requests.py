@@ -26,11 +26,11 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import contextlib
+import collections
 import itertools
 import threading
 import time
-from collections.abc import Awaitable, Callable, MutableMapping
+from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from contextvars import ContextVar, Token
 from typing import Any
 
@@ -58,45 +58,47 @@ CLIENT_CLOSED = 499
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
 _LABEL_CACHE_SIZE = 2048
-_ENDED: MutableMapping[str, Any] = {}
-"""The scope of every ended request: empty, and never written."""
+_TALLY_EVERY = 4096
+"""Ended requests queued before the event loop counts them itself (else a scrape does)."""
 
 
 class RequestInfo:
     """One request: method, path, route template, id, start time, and how it is answered.
 
-    Built once per request by :meth:`RequestTracker.begin`; a plain slotted class with
-    one ``__init__`` (no dataclass defaults to run) because it is on every request's path.
+    Built once per request by :meth:`RequestTracker.begin`, so it is kept cheap: its
+    ``__init__`` stores what every request has, and what few requests change (a client
+    gone, a deadline, an error) keeps the class's default until one does.
     """
 
-    __slots__ = (
-        "_endpoint",
-        "_id",
-        "_number",
-        "_route",
-        "_token",
-        "answer",
-        "complete",
-        "deadline",
-        "deadline_exceeded",
-        "disconnected",
-        "due",
-        "ended",
-        "error",
-        "expired",
-        "guard",
-        "left_unanswered",
-        "method",
-        "path",
-        "raw_receive",
-        "raw_send",
-        "rule",
-        "scope",
-        "started",
-        "status",
-        "task",
-        "task_id",
-    )
+    # What a request rarely changes: class defaults, written on the instance when it does.
+    status = 0
+    """The status of the response once started (0 before)."""
+    complete = False
+    """Whether the response's last body message was sent."""
+    streaming = False
+    """Whether a body message with more to come was sent."""
+    disconnected = False
+    """Whether the client went away before the response was complete."""
+    left_unanswered = False
+    """Whether the client went away before the response started (counted as 499)."""
+    deadline_exceeded = False
+    """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
+    error: str | None = None
+    """The type of the exception that escaped the application, if one did."""
+    ended: float | None = None
+    """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
+    is judged against this."""
+    # Under a deadline (lifesigns.http.deadline): the guard that sweeps it, its limit
+    # (0: the guard's default; inf: exempt) and due time (time.monotonic()), the rule
+    # that chose it, whether it expired, and the task sending the 504 then.
+    guard: Any = None
+    deadline = 0.0
+    due = 0.0
+    rule: str | None = None
+    expired = False
+    answer: asyncio.Task[None] | None = None
+    _id: str | None = None
+    _token: Token[RequestInfo | None] | None = None
 
     def __init__(
         self,
@@ -105,47 +107,20 @@ class RequestInfo:
         request_id: str | None = None,
         started: float | None = None,
         scope: MutableMapping[str, Any] | None = None,
-        task_id: int = 0,
+        task: asyncio.Task[Any] | None = None,
         raw_receive: Receive | None = None,
         raw_send: Send | None = None,
     ) -> None:
         self.method = method
         self.path = path
-        self._id = request_id
-        self._number = next(_ids)
-        self._route: str | None = None  # the route and endpoint, kept once it ended
-        self._endpoint: Any = None
-        self._token: Token[RequestInfo | None] | None = None
+        if request_id is not None:
+            self._id = request_id
         self.started: float = time.monotonic() if started is None else started
         self.scope: MutableMapping[str, Any] = {} if scope is None else scope
-        self.task_id = task_id
+        self.task = task
+        """The task serving the request, while it runs."""
         self.raw_receive = raw_receive
         self.raw_send = raw_send
-        self.status = 0
-        """The status of the response once started (0 before)."""
-        self.complete = False
-        """Whether the response's last body message was sent."""
-        self.disconnected = False
-        """Whether the client went away before the response was complete."""
-        self.left_unanswered = False
-        """Whether the client went away before the response started (counted as 499)."""
-        self.deadline_exceeded = False
-        """Whether the answer was the 504 of :mod:`lifesigns.http.deadline`."""
-        self.error: str | None = None
-        """The type of the exception that escaped the application, if one did."""
-        self.ended: float | None = None
-        """``time.monotonic()`` when it ended: what outlives it (a checked-out connection)
-        is judged against this."""
-        # Set only for a request under a deadline (see lifesigns.http.deadline): the
-        # guard that sweeps it, its limit and due time (loop clock), the rule that chose
-        # it, the serving task, and the task sending the 504 once expired.
-        self.guard: Any = None
-        self.deadline = 0.0
-        self.due = 0.0
-        self.rule: str | None = None
-        self.expired = False
-        self.task: asyncio.Task[Any] | None = None
-        self.answer: asyncio.Task[None] | None = None
 
     def __repr__(self) -> str:
         return (
@@ -162,8 +137,14 @@ class RequestInfo:
         """
         found = self._id
         if found is None:
-            found = self._id = _request_id(self.scope) or str(self._number)
+            found = self._id = _request_id(self.scope) or str(next(_ids))
         return found
+
+    @property
+    def task_id(self) -> int:
+        """``id()`` of the task serving the request while it runs (0 without one)."""
+        task = self.task
+        return id(task) if task is not None else 0
 
     @property
     def started_response(self) -> bool:
@@ -173,15 +154,12 @@ class RequestInfo:
     @property
     def route(self) -> str:
         """The full route template (``/api/v1/orders/{order_id}``) once routed, else the path."""
-        final = self._route
-        if final is not None:
-            return final
         return route_template(self.scope) or self.path
 
     @property
     def endpoint(self) -> str | None:
         """The qualified name of the endpoint function, once routed."""
-        endpoint = self._endpoint if self.ended is not None else self.scope.get("endpoint")
+        endpoint = self.scope.get("endpoint")
         if endpoint is None:
             return None
         return f"{getattr(endpoint, '__module__', '?')}.{getattr(endpoint, '__qualname__', '?')}"
@@ -205,7 +183,8 @@ class RequestInfo:
             "age_s": round(self.age(now), 3),
         }
 
-    # The application gets these two in place of the server's receive and send.
+    # The application gets these two in place of the server's receive and send (bound
+    # methods: a call to one costs less than a call to an object with __call__).
 
     async def receive(self) -> Message:
         """The server's ``receive``, noting a client that left before its answer."""
@@ -217,38 +196,54 @@ class RequestInfo:
             self.left_unanswered = self.status == 0
         return message
 
-    async def send(self, message: Message) -> None:
+    def send(self, message: Message) -> Awaitable[None]:
         """The server's ``send``, noting the status and the end of the response.
 
         Past the request's deadline only the deadline's own 504 gets through: the client
-        has its answer (or its closed connection) already.
+        has its answer (or its closed connection) already. Not a coroutine function: it
+        hands on the server's own awaitable, a coroutine less on every message. A server
+        that raises ``OSError`` for a client gone (ASGI 2.4) is noticed where the error
+        comes out of the application (:meth:`gone`).
         """
         if self.expired and asyncio.current_task() is not self.answer:
-            return
-        if self.raw_send is None:
+            return _DROPPED
+        raw = self.raw_send
+        if raw is None:
             raise RuntimeError(f"{self.describe()} has ended: its response cannot be sent")
         if message["type"] == "http.response.start":
             self.status = status = message["status"]
             if status == 504:
                 task = asyncio.current_task()
                 self.deadline_exceeded = task is not None and task.get_name() == _DEADLINE_TASK
-        elif not message.get("more_body", False):
+        elif message.get("more_body", False):
+            self.streaming = True
+        else:
             self.complete = True
-        try:
-            await self.raw_send(message)
-        except OSError:  # servers that raise for a client gone (uvicorn's ClientDisconnected)
-            self.disconnected = True
-            self.left_unanswered = message["type"] == "http.response.start"
-            raise
+        return raw(message)
 
-    def __call__(self, message: Message | None = None) -> Awaitable[Any]:
-        """The record is both the ``receive`` (no argument) and the ``send`` the
-        application gets: no bound method per request to keep alive while it runs."""
-        return self.receive() if message is None else self.send(message)
+    def gone(self, error: BaseException) -> None:
+        """``error`` came out of the application: if it is the server's ``OSError`` for a
+        client gone, note it (Starlette answers 500 itself for an ``OSError`` of its own,
+        completing the response, so one that escapes incomplete is the server's)."""
+        if isinstance(error, OSError) and not self.complete:
+            self.disconnected = True
+            self.left_unanswered = not self.streaming
 
     def expire(self) -> None:
         """Past its deadline: cancel the handler, answer 504 (:mod:`lifesigns.http.deadline`)."""
         self.guard.expire(self, self.send, self.status != 0)
+
+
+class _Dropped:
+    """An awaitable that does nothing: what a send past the deadline gets."""
+
+    __slots__ = ()
+
+    def __await__(self) -> Generator[None, None, None]:
+        yield from ()
+
+
+_DROPPED = _Dropped()
 
 
 current_request: ContextVar[RequestInfo | None] = ContextVar("lifesigns_request", default=None)
@@ -326,13 +321,19 @@ class RequestTracker:
     Readable from any thread (a scrape, the side port, a watchdog).
     """
 
-    # This is on every request's path: plain dicts keyed by id(), entries removed in
-    # end(), no weak references (their callbacks cost more than the rest together).
+    # This is on every request's path, and every operation in begin() and end() shows in
+    # the benchmark (bench/overhead.py): one plain dict of the requests in flight keyed by
+    # id(task), entries removed in end(), no weak references (their callbacks cost more
+    # than the rest together), and the tally's row found with one look-up.
     def __init__(self) -> None:
-        self._by_task: dict[int, RequestInfo] = {}
-        self._active: dict[int, RequestInfo] = {}
+        self._flight: dict[int, RequestInfo] = {}
         # (route, method, status) -> [count in each duration bucket..., +Inf, sum of seconds]
         self._served: dict[tuple[str, str, int], list[float]] = {}
+        # Ended requests not yet counted: (route object or label, method, status, seconds).
+        self._ended: collections.deque[tuple[Any, str, int, float]] = collections.deque()
+        self._tallying = threading.Lock()
+        # id(route) -> (label, route): kept so that its id cannot be reused meanwhile
+        self._route_labels: dict[int, tuple[str, Any]] = {}
         # (route, method) -> requests whose client left / that got the deadline's 504
         self._disconnects: dict[tuple[str, str], int] = {}
         self._deadlines: dict[tuple[str, str], int] = {}
@@ -340,21 +341,8 @@ class RequestTracker:
         # objects are kept so their ids cannot be reused while the entry lives.
         self._labels: dict[tuple[int, str, int], tuple[str, Any, Any]] = {}
         self._routes: set[str] = set()
-        self._loops = threading.local()
         # current_request is set only once a reader asked for it (see current).
         self._context_wanted = False
-
-    def _current_task(self) -> asyncio.Task[Any] | None:
-        # asyncio.current_task() asks get_running_loop(), which on 3.11 costs a getpid()
-        # system call: the loop is remembered per thread while it runs (one loop runs in
-        # a thread at a time, so a running remembered loop is the running loop).
-        loop: asyncio.AbstractEventLoop | None = getattr(self._loops, "loop", None)
-        if loop is None or not loop.is_running():
-            try:
-                loop = self._loops.loop = asyncio.get_running_loop()
-            except RuntimeError:
-                return None
-        return asyncio.current_task(loop)
 
     def begin(self, scope: MutableMapping[str, Any], receive: Receive, send: Send) -> RequestInfo:
         """Record a request arriving; returns its record (and sets :data:`current_request`).
@@ -362,70 +350,110 @@ class RequestTracker:
         Hand the application the record's :meth:`~RequestInfo.receive` and
         :meth:`~RequestInfo.send`, so that the tally sees the status and a client leaving.
         """
-        task = self._current_task()
+        # The task: the record is let go of in end() (its context may hold the record).
+        loop = _running_loop()
+        task = None if loop is None else _current_task(loop)
         info = RequestInfo(
             scope.get("method", "GET"),
             scope.get("path", ""),
             None,
             time.monotonic(),
             scope,
-            id(task) if task is not None else 0,
+            task,
             receive,
             send,
         )
-        info.task = task  # let go of in end(): the task's context may hold the record
-        self._active[id(info)] = info
-        if task is not None:
-            self._by_task[info.task_id] = info
+        self._flight[id(task) if task is not None else id(info)] = info
         if self._context_wanted:
             info._token = current_request.set(info)
         return info
 
     def end(self, info: RequestInfo) -> None:
-        """Record a request leaving, and count it by route template, method and status."""
-        now = time.monotonic()
-        duration = now - info.started
-        # The task's context holds the record (current_request): a reference back to the
-        # task would make a cycle per request for the garbage collector to find.
-        info.task = info.answer = info.guard = None
-        self._active.pop(id(info), None)
-        if self._by_task.get(info.task_id) is info:
-            del self._by_task[info.task_id]
-        route = self._label(info.scope)
-        method = info.method if info.method in METHODS else "OTHER"
+        """Record a request leaving, to be counted by route template, method and status.
+
+        The count itself waits for the next scrape (or for a few thousand requests to
+        have ended): here the request leaves the flight and is queued with its route,
+        status and duration.
+        """
+        now = info.ended = time.monotonic()
+        task = info.task
+        key = id(task) if task is not None else id(info)
+        found = self._flight.pop(key, None)
+        if found is not info and found is not None:  # a request nested in its task's
+            self._flight[key] = found
+        scope = info.scope
+        route = scope.get("route")
+        if route is None or "fastapi" in scope or "app_root_path" in scope:
+            # Unrouted, included routers and mounts: more than the route says its label.
+            route = self._label(scope)
         # A client that left before the response started never saw it (nginx's 499);
         # with no response started the server answers 500 itself.
         status = CLIENT_CLOSED if info.left_unanswered else (info.status or 500)
-        key = (route, method, status)
-        row = self._served.get(key)
-        if row is None:
-            row = self._served[key] = [0] * (len(DURATION_BUCKETS) + 2)
-        row[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-        row[-1] += duration
-        if info.disconnected:
-            pair = (route, method)
-            self._disconnects[pair] = self._disconnects.get(pair, 0) + 1
-        if info.deadline_exceeded:
-            pair = (route, method)
-            self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
-        # What outlives the request (a task it spawned, a connection it left checked
-        # out) keeps its record through the context: keep the route and endpoint, drop
-        # the scope and the server's callables, which hold the whole request (a record
-        # that held them made every request's objects outlive it, for the collector).
-        info._route = route if route != UNMATCHED and route != OTHER_ROUTE else None
-        info._endpoint = info.scope.get("endpoint")
-        if info._route is None:
-            info._route = route_template(info.scope) or info.path
-        info.scope = _ENDED
-        info.raw_receive = info.raw_send = None
+        ended = self._ended
+        ended.append((route, info.method, status, now - info.started))
+        if len(ended) > _TALLY_EVERY:
+            self._tally(wait=False)
+        if info.disconnected or info.expired:
+            self._note_rare(info)
         token = info._token
         if token is not None:
-            # What captured the context meanwhile (spawned tasks, lent threads) keeps it;
-            # the request's own task lets go of the record now instead of at its end.
+            # What captured the context meanwhile (spawned tasks, lent threads) keeps the
+            # record: it lets go of the task and of the server's callables (which hold
+            # the connection), and the request's own task lets go of the record now
+            # instead of at its end.
+            info.task = info.raw_receive = info.raw_send = None
             info._token = None
-            with contextlib.suppress(ValueError):  # ended in another context than begun
+            try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per request
                 current_request.reset(token)
-        info.ended = now
+            except ValueError:  # ended in another context than it began in
+                pass
+
+    def _tally(self, *, wait: bool = True) -> None:
+        """Count the requests that ended since the last tally (from any thread).
+
+        One thread counts at a time; the event loop does not wait for a scrape counting.
+        """
+        if not self._tallying.acquire(blocking=wait):
+            return
+        try:
+            ended, served, labels = self._ended, self._served, self._route_labels
+            width = len(DURATION_BUCKETS) + 2
+            while True:
+                try:
+                    route, method, status, duration = ended.popleft()
+                except IndexError:
+                    break
+                if route.__class__ is str:
+                    label = route
+                else:
+                    found = labels.get(id(route))
+                    label = found[0] if found is not None else self._route_label(route)
+                key = (label, method if method in METHODS else "OTHER", status)
+                row = served.get(key)
+                if row is None:
+                    row = served[key] = [0] * width
+                row[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+                row[-1] += duration
+        finally:
+            self._tallying.release()
+
+    def _route_label(self, route: Any) -> str:
+        """The label of a route reached without a mount or an included router."""
+        if len(self._route_labels) >= _LABEL_CACHE_SIZE:
+            self._route_labels.clear()
+        label = self._label({"route": route})
+        self._route_labels[id(route)] = (label, route)
+        return label
+
+    def _note_rare(self, info: RequestInfo) -> None:
+        # The deadline's 504 task holds the record (its send): let go of it, and of the
+        # serving task, so that no cycle is left for the garbage collector to find.
+        info.answer = info.task = None
+        pair = (self._label(info.scope), info.method if info.method in METHODS else "OTHER")
+        if info.disconnected:
+            self._disconnects[pair] = self._disconnects.get(pair, 0) + 1
+        if info.deadline_exceeded:
+            self._deadlines[pair] = self._deadlines.get(pair, 0) + 1
 
     def _label(self, scope: MutableMapping[str, Any]) -> str:
         route = scope.get("route")
@@ -457,22 +485,29 @@ class RequestTracker:
         ``row`` holds the count in each bucket of :data:`DURATION_BUCKETS`, then ``+Inf``
         (not cumulative), then the sum of the durations in seconds.
         """
+        self._tally()
         return [(r, m, s, list(row)) for (r, m, s), row in list(self._served.items())]
 
     def disconnects(self) -> dict[tuple[str, str], int]:
         """Requests whose client left before the response was complete, by route and method."""
+        self._tally()
         return dict(self._disconnects)
 
     def deadlines_exceeded(self) -> dict[tuple[str, str], int]:
         """Requests answered with the deadline's 504, by route and method."""
+        self._tally()
         return dict(self._deadlines)
 
     def in_flight(self) -> list[RequestInfo]:
         """Every request in flight, oldest first (safe from any thread)."""
-        return sorted(self._active.values(), key=lambda r: r.started)
+        return sorted(self._flight.copy().values(), key=lambda r: r.started)
 
     def __len__(self) -> int:
-        return len(self._active)
+        return len(self._flight)
+
+    def flight(self) -> list[RequestInfo]:
+        """The requests in flight in no order (a copy; safe from any thread)."""
+        return list(self._flight.copy().values())
 
     @property
     def current(self) -> Callable[[], RequestInfo | None]:
@@ -500,7 +535,8 @@ class RequestTracker:
         """The request ``task`` serves, if it is one still in flight."""
         if task is None:
             return None
-        return self._by_task.get(id(task))
+        found = self._flight.get(id(task))
+        return found if found is not None and found.task is task else None
 
 
 def _request_id(scope: MutableMapping[str, Any]) -> str | None:
@@ -509,3 +545,19 @@ def _request_id(scope: MutableMapping[str, Any]) -> str | None:
             text = bytes(value).decode("latin-1")[:64]
             return text if text.isprintable() else None
     return None
+
+
+def _task_table() -> Callable[[asyncio.AbstractEventLoop], asyncio.Task[Any] | None]:
+    """``loop -> its current task``, as cheaply as this Python has it.
+
+    On 3.11 ``asyncio.current_task()`` is pure Python and checks again that the loop
+    runs; asyncio's own table of current tasks answers the same for the running loop.
+    """
+    table = getattr(asyncio.tasks, "_current_tasks", None)
+    if isinstance(table, dict):
+        return table.get
+    return asyncio.current_task
+
+
+_running_loop: Callable[[], asyncio.AbstractEventLoop | None] = asyncio.events._get_running_loop
+_current_task = _task_table()

@@ -6,8 +6,10 @@ census counts pending tasks every ``interval`` seconds on the loop, grouped by
 
 * the coroutine (its qualified name and where it is defined), always known;
 * the creation site: the innermost application frame that called ``create_task``,
-  recorded by a task factory that walks at most 32 frames with no source read (a few
-  microseconds per task). The factory wraps any factory already installed.
+  recorded by a task factory that walks at most 32 frames with no source read. It is
+  sampled by coroutine (every task of a coroutine's first 32, then one in 32), and the
+  tasks not sampled count with the sites sampled for their coroutine: a request's task
+  costs a counter, not a walk. The factory wraps any factory already installed.
 
 A site whose count never fell over the last ``growth_samples`` censuses, rose in at
 least two of them, and by at least ``min_growth`` tasks in all, is flagged as piling up
@@ -80,6 +82,11 @@ _STABLE_AFTER = 8
 _RECHECK_EVERY = 64
 """A reused call site is walked again on one task in this many, to notice it changed."""
 _UNSTABLE = object()
+_RECORD_FIRST = 32
+"""Tasks of one coroutine recorded one by one before sampling starts."""
+_RECORD_EVERY = 32
+"""Past those, one task in this many of a coroutine is recorded."""
+_MAX_CODES = 4096
 
 
 class _Book:
@@ -125,6 +132,10 @@ class CreationSites:
     :data:`_STABLE_AFTER` walks agreed, and redone on one task in :data:`_RECHECK_EVERY`;
     a call site whose walks disagree (a helper many application sites call) is always
     walked. So a request's task costs a frame look-up and a dictionary hit, not a walk.
+
+    Past the first :data:`_RECORD_FIRST` tasks of a coroutine, one in
+    :data:`_RECORD_EVERY` is recorded: the census counts the others with the sites
+    sampled for the same coroutine (a pile of tasks comes from few sites, and is large).
     """
 
     def __init__(self, classifier: FrameClassifier | None = None) -> None:
@@ -132,6 +143,8 @@ class CreationSites:
         self.sites = _Book()
         # (code, lasti) of the first frame outside asyncio -> [site, agreeing walks]
         self._by_call_site: dict[tuple[CodeType, int], list[Any]] = {}
+        # coroutine code -> [tasks created, the latest site recorded for one of them]
+        self.by_code: dict[Any, list[Any]] = {}
         self._loop: asyncio.AbstractEventLoop | None = None
         self._previous: Any = None
         self._factory: Any = None
@@ -142,18 +155,30 @@ class CreationSites:
         book = self.sites
         entries = book._entries
         by_call_site = self._by_call_site
+        by_code = self.by_code
         site_of = self.site_of
         monotonic = time.monotonic
         getframe = sys._getframe
         ref = weakref.ref
 
-        # On every task's path (one per request under uvicorn): the common case, a call
-        # site already known, is inlined; the rest is site_of() and _Book.add().
+        # On every task's path (one per request under uvicorn). Tasks are sampled by
+        # coroutine: the first _RECORD_FIRST of each are recorded, then one in
+        # _RECORD_EVERY (the census counts the others with the sites sampled for their
+        # coroutine); a recorded task whose call site is known costs a look-up.
         def factory(loop: asyncio.AbstractEventLoop, coro: Any, **kwargs: Any) -> Any:
             if previous is not None:
                 task = previous(loop, coro, **kwargs)
             else:
                 task = asyncio.Task(coro, loop=loop, **kwargs)
+            code = getattr(coro, "cr_code", None)
+            seen = by_code.get(code)
+            if seen is None:
+                if len(by_code) >= _MAX_CODES:
+                    by_code.clear()
+                seen = by_code[code] = [0, None]
+            count = seen[0] = seen[0] + 1
+            if count > _RECORD_FIRST and count % _RECORD_EVERY:
+                return task
             frame: FrameType | None = getframe(1)
             while frame is not None and frame.f_code.co_filename.startswith(_ASYNCIO_DIR):
                 frame = frame.f_back
@@ -162,13 +187,16 @@ class CreationSites:
                 known[1] += 1
                 site = known[0]
                 if site is not _UNSTABLE and len(entries) < book._prune_at:
+                    seen[1] = site
                     try:  # noqa: SIM105 - contextlib.suppress costs a Python call per task
                         entries[id(task)] = (ref(task), site, monotonic())
                     except TypeError:  # a factory may return what cannot be weakly referenced
                         pass
                     return task
+            site = site_of(frame)
+            seen[1] = site
             try:  # noqa: SIM105
-                book.add(task, site_of(frame), monotonic())
+                book.add(task, site, monotonic())
             except TypeError:
                 pass
             return task
@@ -325,15 +353,21 @@ class TaskCensus:
         # the loop, so counting does not itself set off a collection.
         aged: list[tuple[float, int, asyncio.Task[Any]]] = []
         lookup = self.creation.sites.get
+        unrecorded: collections.Counter[Any] = collections.Counter()
         for task in tasks:
             found = lookup(task)
             coro = task.get_coro()
-            counts[(getattr(coro, "cr_code", None) or type(coro), found and found[0])] += 1
+            code = getattr(coro, "cr_code", None) or type(coro)
+            if found is None:
+                unrecorded[code] += 1
+                continue
+            counts[(code, found[0])] += 1
             if found is not None:
                 if len(aged) < 10:
                     heapq.heappush(aged, (-found[1], id(task), task))
                 elif -found[1] > aged[0][0]:
                     heapq.heapreplace(aged, (-found[1], id(task), task))
+        self._attribute(counts, unrecorded)
         now = time.monotonic()
         groups = tuple(
             Group(*_describe_code(code), site_text(site), n)
@@ -354,6 +388,34 @@ class TaskCensus:
         for listener in self.listeners:
             listener(snapshot)
         return snapshot
+
+    def _attribute(
+        self,
+        counts: collections.Counter[tuple[Any, Site | None]],
+        unrecorded: collections.Counter[Any],
+    ) -> None:
+        """Count the tasks that were not sampled with the sites sampled for their
+        coroutine, in proportion (else with the latest site seen for it)."""
+        recorded_sites: dict[Any, list[tuple[Site | None, int]]] = {}
+        for (code, site), n in counts.items():
+            if code in unrecorded:
+                recorded_sites.setdefault(code, []).append((site, n))
+        for code, missing in unrecorded.items():
+            sites = recorded_sites.get(code)
+            if not sites:
+                seen = self.creation.by_code.get(code)
+                counts[(code, seen[1] if seen is not None else None)] += missing
+                continue
+            recorded = sum(n for _, n in sites)
+            shares = [(site, missing * n / recorded) for site, n in sites]
+            given = 0
+            for site, share in shares:
+                counts[(code, site)] += int(share)
+                given += int(share)
+            # What rounding left goes to the largest shares' remainders.
+            by_remainder = sorted(shares, key=lambda item: int(item[1]) - item[1])
+            for site, _ in by_remainder[: missing - given]:
+                counts[(code, site)] += 1
 
     def _trend(self, latest: Snapshot) -> Snapshot:
         window = list(self.history)[-(self.growth_samples + 1) :]
@@ -382,6 +444,9 @@ class TaskCensus:
         listed = []
         for task in asyncio.all_tasks(self._loop):
             site, created = self.creation.get(task)
+            if created is None:  # not sampled: the latest site sampled for its coroutine
+                seen = self.creation.by_code.get(getattr(task.get_coro(), "cr_code", None))
+                site = seen[1] if seen is not None else None
             listed.append((created if created is not None else 0.0, task, site))
         listed.sort(key=lambda t: t[0])
         entries = []

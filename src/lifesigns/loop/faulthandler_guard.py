@@ -3,8 +3,9 @@
 A watchdog written in Python needs the GIL to run. While C code holds it (a
 catastrophic regular expression, a C extension that never releases it) the watchdog
 cannot wake, and wakes only after the stall is over, sampling a frame that has moved on.
-``faulthandler.dump_traceback_later`` runs a C thread that needs no GIL: re-armed on
-every heartbeat, it fires only once the loop has missed beats for ``timeout`` seconds,
+``faulthandler.dump_traceback_later`` runs a C thread that needs no GIL: re-armed from
+the heartbeat (at most every ``rearm_every`` seconds, as each re-arming starts a thread),
+it fires only once the loop has missed beats for long enough,
 and writes every thread's stack to a pre-opened, unlinked temporary file. The watchdog
 reads and parses that file when it next runs, and reports the frame as it was during
 the stall.
