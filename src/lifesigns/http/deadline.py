@@ -198,9 +198,11 @@ class DeadlineMiddleware:
         task = item.task
         if task is None:
             task = item.task = asyncio.current_task()
-        item.due = time.monotonic() + item.deadline
+        now = time.monotonic()
+        item.due = now + item.deadline
         self._active[item] = None
-        self._keep_sweeping(item.due - item.deadline)
+        if self._timer is None or now - self._swept > _STALE_SWEEP:
+            self._start_sweeping(now)
         return task
 
     def guard(self, item: Guarded, path: str, started: float) -> None:
@@ -222,7 +224,7 @@ class DeadlineMiddleware:
         elif self.default is None:
             return
         if self._timer is None or started - self._swept > _STALE_SWEEP:
-            self._keep_sweeping(started)
+            self._start_sweeping(started)
 
     def share(self, flight: Callable[[], Iterable[Shared]]) -> None:
         """Also sweep what ``flight()`` lists (the requests in flight of a tracker).
@@ -245,13 +247,11 @@ class DeadlineMiddleware:
         if item.expired and task is not None:
             task.uncancel()
 
-    def _keep_sweeping(self, now: float) -> None:
+    def _start_sweeping(self, now: float) -> None:
         # One timer sweeps every request instead of one timer per request: a timer
-        # handle per request cost more than the rest of the middleware together. A sweep
-        # that has not run for a while belonged to a loop that is gone (a test client's):
-        # start one on this loop.
-        if self._timer is not None and now - self._swept <= _STALE_SWEEP:
-            return
+        # handle per request cost more than the rest of the middleware together. Called
+        # when no sweep is scheduled, or when none ran for a while: that one belonged to
+        # a loop that is gone (a test client's), and this loop gets its own.
         if self._timer is not None:
             self._timer.cancel()
         loop = asyncio.get_running_loop()

@@ -322,9 +322,9 @@ class RequestTracker:
     """
 
     # This is on every request's path, and every operation in begin() and end() shows in
-    # the benchmark (bench/overhead.py): one plain dict of the requests in flight keyed by
-    # id(task), entries removed in end(), no weak references (their callbacks cost more
-    # than the rest together), and the tally's row found with one look-up.
+    # the benchmarks (bench/request_path.py): one plain dict of the requests in flight
+    # keyed by id(task), entries removed in end(), no weak references (their callbacks
+    # cost more than the rest together), and one tuple queued per request for the tally.
     def __init__(self) -> None:
         self._flight: dict[int, RequestInfo] = {}
         # (route, method, status) -> [count in each duration bucket..., +Inf, sum of seconds]

@@ -87,6 +87,7 @@ _RECORD_FIRST = 32
 _RECORD_EVERY = 32
 """Past those, one task in this many of a coroutine is recorded."""
 _MAX_CODES = 4096
+"""Coroutines counted apart before the counts start over (their number is bounded)."""
 
 
 class _Book:
@@ -362,11 +363,10 @@ class TaskCensus:
                 unrecorded[code] += 1
                 continue
             counts[(code, found[0])] += 1
-            if found is not None:
-                if len(aged) < 10:
-                    heapq.heappush(aged, (-found[1], id(task), task))
-                elif -found[1] > aged[0][0]:
-                    heapq.heapreplace(aged, (-found[1], id(task), task))
+            if len(aged) < 10:
+                heapq.heappush(aged, (-found[1], id(task), task))
+            elif -found[1] > aged[0][0]:
+                heapq.heapreplace(aged, (-found[1], id(task), task))
         self._attribute(counts, unrecorded)
         now = time.monotonic()
         groups = tuple(
