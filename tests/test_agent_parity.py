@@ -60,6 +60,19 @@ def _ready(base: str) -> bool:
         return False
 
 
+def _both_workers_ready(base: str) -> bool:
+    # Readiness passes with the first worker while the second has not taken its slot
+    # yet: wait for both, so that the two ports are compared in one steady state.
+    try:
+        reply = httpx.get(
+            f"{base}/ops/debug/workers", headers={"Authorization": f"Bearer {TOKEN}"}, timeout=2
+        )
+        listed = reply.json()["workers"]
+    except (httpx.HTTPError, ValueError, KeyError):
+        return False
+    return sum(1 for w in listed if w["ready"] and w["phase"] == "ready") >= 2
+
+
 def test_probe_paths_answer_alike_on_the_agents_port_and_an_in_process_side_port():
     side_port = free_port()
     env = {**SETTINGS, "LIFESIGNS_TOKEN": TOKEN, "LIFESIGNS_SIDE_PORT": str(side_port)}
@@ -69,6 +82,7 @@ def test_probe_paths_answer_alike_on_the_agents_port_and_an_in_process_side_port
     ):
         agent.start(workers=0)  # the harness looks at /debug/workers, not under /ops
         in_process = f"http://127.0.0.1:{side_port}"
+        poll(functools.partial(_both_workers_ready, agent.side), 40, "both workers ready")
         for base in (agent.side, in_process):
             poll(functools.partial(_ready, base), 40, f"{base}/ops/readyz passing")
         for method, path, token in ASKED:
