@@ -58,8 +58,12 @@ CLIENT_CLOSED = 499
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
 _LABEL_CACHE_SIZE = 2048
-_TALLY_EVERY = 4096
-"""Ended requests queued before the event loop counts them itself (else a scrape does)."""
+_TALLY_EVERY = 64
+"""Ended requests queued before the event loop counts them itself (else a scrape does).
+
+Few: a queued request is an object that outlives the collections of the garbage
+collector's youngest generation, and survivors piling up (4,096 of them) made it collect
+25 times as often under load, with full collections of the whole heap among them."""
 
 
 class RequestInfo:
@@ -99,6 +103,7 @@ class RequestInfo:
     answer: asyncio.Task[None] | None = None
     _id: str | None = None
     _token: Token[RequestInfo | None] | None = None
+    _context_left = False
 
     def __init__(
         self,
@@ -219,7 +224,22 @@ class RequestInfo:
             self.streaming = True
         else:
             self.complete = True
+            if self._token is not None:
+                self._leave_context()
         return raw(message)
+
+    def _leave_context(self) -> None:
+        # The server schedules its keep-alive timer from inside the last send, and a
+        # timer handle keeps a copy of the context it was made in: with the record in
+        # it, each idle connection kept its last request's record and context alive,
+        # and the garbage collector, seeing them survive, ran 50 times as often under
+        # load (bench/overhead.py). Code after the response (background tasks) still
+        # finds the request by its task (RequestTracker.current).
+        try:
+            current_request.reset(self._token)  # type: ignore[arg-type]
+        except ValueError:  # sent from another task (BaseHTTPMiddleware's): end() resets
+            return
+        self._context_left = True
 
     def gone(self, error: BaseException) -> None:
         """``error`` came out of the application: if it is the server's ``OSError`` for a
@@ -403,10 +423,11 @@ class RequestTracker:
             # instead of at its end.
             info.task = info.raw_receive = info.raw_send = None
             info._token = None
-            try:  # noqa: SIM105 - contextlib.suppress costs three Python calls per request
-                current_request.reset(token)
-            except ValueError:  # ended in another context than it began in
-                pass
+            if not info._context_left:
+                try:  # noqa: SIM105 - contextlib.suppress costs three Python calls
+                    current_request.reset(token)
+                except ValueError:  # ended in another context than it began in
+                    pass
 
     def _tally(self, *, wait: bool = True) -> None:
         """Count the requests that ended since the last tally (from any thread).
