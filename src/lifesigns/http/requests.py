@@ -225,19 +225,24 @@ class RequestInfo:
         else:
             self.complete = True
             if self._token is not None:
+                # The server schedules its keep-alive timer from inside the last send,
+                # and a timer handle keeps a copy of the context it was made in: with the
+                # record in it, each idle connection kept its last request's record and
+                # context alive, and the garbage collector, seeing them survive, ran 50
+                # times as often under load (bench/overhead.py). Code after the response
+                # (background tasks) still finds the request by its task.
                 self._leave_context()
         return raw(message)
 
     def _leave_context(self) -> None:
-        # The server schedules its keep-alive timer from inside the last send, and a
-        # timer handle keeps a copy of the context it was made in: with the record in
-        # it, each idle connection kept its last request's record and context alive,
-        # and the garbage collector, seeing them survive, ran 50 times as often under
-        # load (bench/overhead.py). Code after the response (background tasks) still
-        # finds the request by its task (RequestTracker.current).
+        """Take the record out of :data:`current_request`, once; from another context
+        (a send from BaseHTTPMiddleware's task) it stays for the request's end to take."""
+        token = self._token
+        if token is None or self._context_left:
+            return
         try:
-            current_request.reset(self._token)  # type: ignore[arg-type]
-        except ValueError:  # sent from another task (BaseHTTPMiddleware's): end() resets
+            current_request.reset(token)
+        except ValueError:  # set in another context than this one
             return
         self._context_left = True
 
@@ -415,19 +420,14 @@ class RequestTracker:
             self._tally(wait=False)
         if info.disconnected or info.expired:
             self._note_rare(info)
-        token = info._token
-        if token is not None:
+        if info._token is not None:
             # What captured the context meanwhile (spawned tasks, lent threads) keeps the
             # record: it lets go of the task and of the server's callables (which hold
             # the connection), and the request's own task lets go of the record now
             # instead of at its end.
             info.task = info.raw_receive = info.raw_send = None
+            info._leave_context()
             info._token = None
-            if not info._context_left:
-                try:  # noqa: SIM105 - contextlib.suppress costs three Python calls
-                    current_request.reset(token)
-                except ValueError:  # ended in another context than it began in
-                    pass
 
     def _tally(self, *, wait: bool = True) -> None:
         """Count the requests that ended since the last tally (from any thread).
