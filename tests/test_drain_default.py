@@ -8,6 +8,7 @@ with an empty value, which counts as not given), and Starlette's TestClient in p
 
 from __future__ import annotations
 
+import asyncio
 import re
 import signal
 import time
@@ -21,6 +22,7 @@ from starlette.testclient import TestClient
 
 from lifesigns import Lifesigns
 from lifesigns.drain import ORCHESTRATED_DELAY, Drain, choose_delay
+from lifesigns.health.lifecycle import Phase
 from tests.support import StartUvicorn, UvicornProcess
 
 APP = "tests.apps.quiet:app"
@@ -82,6 +84,39 @@ def test_a_test_client_lifespan_chooses_no_delay_even_under_an_orchestrator(
         assert f"drain_delay={delay:g}" in repr(drain)
 
 
+async def test_a_start_up_finishing_after_sigterm_does_not_put_the_service_back_in_rotation() -> (
+    None
+):
+    # Seen under uvicorn: SIGTERM right after the port opened, while the first checks still
+    # ran; start-up then finished and turned readiness back to 200 for the whole delay.
+    signs = Lifesigns(watchdog=False, memory=False, drain_delay=30)
+    release = asyncio.Event()
+
+    @signs.startup_step("warm-up")
+    async def warm_up() -> None:
+        await release.wait()
+
+    app = FastAPI(lifespan=signs.lifespan)
+    signs.install(app)
+    transport = httpx.ASGITransport(app=app)
+    async with (
+        signs.lifespan(app),
+        httpx.AsyncClient(transport=transport, base_url="http://test") as client,
+    ):
+        assert (await client.get("/readyz")).status_code == 503  # still starting
+        drain = signs.host.find_layer("drain")
+        assert isinstance(drain, Drain)
+        drain.begin("SIGTERM received")
+        release.set()
+        startup = signs._startup_task
+        assert startup is not None
+        await asyncio.wait_for(startup, timeout=5.0)
+        assert signs.lifecycle.phase is Phase.DRAINING
+        answer = await client.get("/readyz")
+        assert answer.status_code == 503, answer.text
+        assert "draining" in answer.text
+
+
 _STAMP = r"(\d{4}-\d\d-\d\d \d\d:\d\d:\d\d,\d{3})"
 
 
@@ -138,7 +173,7 @@ def test_under_kubernetes_the_delay_is_waited_with_readiness_failing(
         while time.monotonic() - signalled < ORCHESTRATED_DELAY - 1.5:
             answers.append((time.monotonic() - signalled, probe.get("/readyz").status_code))
             time.sleep(0.2)
-    assert answers and all(code == 503 for _, code in answers[1:]), answers
+    assert answers and all(code == 503 for _, code in answers[1:]), (answers, server.log_text())
     assert answers[-1][0] > ORCHESTRATED_DELAY - 2.0, answers
     server.wait(timeout=ORCHESTRATED_DELAY + 20.0)
     exited_after = time.monotonic() - signalled

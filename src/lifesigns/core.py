@@ -595,15 +595,21 @@ class Lifesigns:
         except StartupError:
             reason = "; ".join(str(f) for f in failures) or str(sys.exc_info()[1])
             logger.error("start-up failed: %s", reason)
-            self.lifecycle.move_to(Phase.FAILED, reason)
-            self.metrics.phase.state(Phase.FAILED.value)
+            if self.lifecycle.move_to(Phase.FAILED, reason):
+                self.metrics.phase.state(Phase.FAILED.value)
             return
-        self.lifecycle.move_to(Phase.READY)
+        took = time.monotonic() - began
+        self.metrics.startup_seconds.set(took)
+        if not self.lifecycle.move_to(Phase.READY):
+            logger.info(
+                "%s finished starting (%.1f s) while %s: it stays out of rotation",
+                self.settings.service,
+                took,
+                self.lifecycle.phase.value,
+            )
+            return
         self.metrics.phase.state(Phase.READY.value)
-        self.metrics.startup_seconds.set(time.monotonic() - began)
-        logger.info(
-            "%s is ready (start-up took %.1f s)", self.settings.service, time.monotonic() - began
-        )
+        logger.info("%s is ready (start-up took %.1f s)", self.settings.service, took)
 
     async def _wait_for(self, dependency: Dependency, check: Check | None) -> None:
         def count(outcome: str) -> None:

@@ -24,6 +24,10 @@ class Phase(enum.StrEnum):
     FAILED = "failed"
 
 
+_ONE_WAY = frozenset({Phase.DRAINING, Phase.STOPPED, Phase.FAILED})
+"""Phases left only for ``STOPPED``."""
+
+
 class StepState(enum.StrEnum):
     """Where one start-up step is."""
 
@@ -129,14 +133,21 @@ class Lifecycle:
                 changes.setdefault("next_attempt_in", None)
             self._steps[name] = replace(step, **changes)  # type: ignore[arg-type]
 
-    def move_to(self, phase: Phase, reason: str | None = None) -> None:
-        """Enter ``phase``; a ``FAILED`` or ``STOPPED`` service never comes back by itself."""
+    def move_to(self, phase: Phase, reason: str | None = None) -> bool:
+        """Enter ``phase``, unless the service is past it; returns whether it moved.
+
+        A ``FAILED`` or ``STOPPED`` service never comes back by itself, and a ``DRAINING``
+        one only stops: a start-up that finishes after SIGTERM must not put it back in
+        rotation.
+        """
         with self._lock:
-            if self._phase in (Phase.FAILED, Phase.STOPPED) and phase is not Phase.STOPPED:
-                return
+            current = self._phase
+            if phase is not Phase.STOPPED and current in _ONE_WAY:
+                return False
             self._phase, self._reason = phase, reason
             if phase is Phase.READY and self._ready_at is None:
                 self._ready_at = time.monotonic()
+            return True
 
     def waiting_on(self) -> list[StartupStep]:
         """The steps not yet done."""
