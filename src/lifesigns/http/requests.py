@@ -12,9 +12,10 @@ other layers can say which request a stall, a held connection or a deadline belo
   and status, with their durations: :mod:`lifesigns.http.metrics` turns it into the
   ``lifesigns_http_*`` metrics when Prometheus scrapes.
 
-The tally costs a few integer additions per request, taken on the thread that serves the
-request, with no lock: each row has one writer (the event loop), and a scrape that reads a
-row while it changes sees the previous or the next count, never a torn one.
+The tally costs a dictionary look-up and two additions per request, made on the thread
+that serves the request as it ends, with no lock: each row has one writer (the event loop),
+and a scrape copies a row in one step, so it sees the previous or the next count, never
+a torn one. Nothing is kept per request once it ended.
 
 Routes are named by their template with every mount prefix (``/api/v1/items/{id}``), never
 by the raw path: requests that match no route count as ``<unmatched>``, and past
@@ -26,9 +27,7 @@ from __future__ import annotations
 
 import asyncio
 import bisect
-import collections
 import itertools
-import threading
 import time
 from collections.abc import Awaitable, Callable, Generator, MutableMapping
 from contextvars import ContextVar, Token
@@ -58,12 +57,7 @@ CLIENT_CLOSED = 499
 _DEADLINE_TASK = "lifesigns deadline 504"
 """The name of the task :mod:`lifesigns.http.deadline` sends its 504 from."""
 _LABEL_CACHE_SIZE = 2048
-_TALLY_EVERY = 64
-"""Ended requests queued before the event loop counts them itself (else a scrape does).
-
-Few: a queued request is an object that outlives the collections of the garbage
-collector's youngest generation, and survivors piling up (4,096 of them) made it collect
-25 times as often under load, with full collections of the whole heap among them."""
+_ROW_WIDTH = len(DURATION_BUCKETS) + 2
 
 
 class RequestInfo:
@@ -349,16 +343,17 @@ class RequestTracker:
     # This is on every request's path, and every operation in begin() and end() shows in
     # the benchmarks (bench/request_path.py): one plain dict of the requests in flight
     # keyed by id(task), entries removed in end(), no weak references (their callbacks
-    # cost more than the rest together), and one tuple queued per request for the tally.
+    # cost more than the rest together), and the tally counted in end(). Nothing of a
+    # request may outlive it: objects surviving the garbage collector's youngest
+    # generation (4,096 ended requests once queued for a later count) made it collect 25
+    # times as often under load, with full collections of the whole heap among them.
     def __init__(self) -> None:
         self._flight: dict[int, RequestInfo] = {}
         # (route, method, status) -> [count in each duration bucket..., +Inf, sum of seconds]
         self._served: dict[tuple[str, str, int], list[float]] = {}
-        # Ended requests not yet counted: (route object or label, method, status, seconds).
-        self._ended: collections.deque[tuple[Any, str, int, float]] = collections.deque()
-        self._tallying = threading.Lock()
-        # id(route) -> (label, route): kept so that its id cannot be reused meanwhile
-        self._route_labels: dict[int, tuple[str, Any]] = {}
+        # id(route), or id(FastAPI's route context) -> (label, route, context): kept so
+        # that their ids cannot be reused meanwhile
+        self._route_labels: dict[int, tuple[str, Any, Any]] = {}
         # (route, method) -> requests whose client left / that got the deadline's 504
         self._disconnects: dict[tuple[str, str], int] = {}
         self._deadlines: dict[tuple[str, str], int] = {}
@@ -394,12 +389,8 @@ class RequestTracker:
         return info
 
     def end(self, info: RequestInfo) -> None:
-        """Record a request leaving, to be counted by route template, method and status.
-
-        The count itself waits for the next scrape (or for a few thousand requests to
-        have ended): here the request leaves the flight and is queued with its route,
-        status and duration.
-        """
+        """Record a request leaving: out of the flight, counted by route template, method,
+        status and duration."""
         now = info.ended = time.monotonic()
         task = info.task
         key = id(task) if task is not None else id(info)
@@ -408,16 +399,34 @@ class RequestTracker:
             self._flight[key] = found
         scope = info.scope
         route = scope.get("route")
-        if route is None or "fastapi" in scope or "app_root_path" in scope:
-            # Unrouted, included routers and mounts: more than the route says its label.
-            route = self._label(scope)
+        if route is None or "app_root_path" in scope:
+            label = self._label(scope)  # unrouted, or mounted: the root path counts too
+        else:
+            # Starlette's routes define __eq__ without __hash__: known by id. FastAPI's
+            # route context says which included router (and prefix) the route came by.
+            fastapi_scope = scope.get("fastapi")
+            context = (
+                fastapi_scope.get("effective_route_context")
+                if fastapi_scope.__class__ is dict
+                else None
+            )
+            known = self._route_labels.get(id(route) if context is None else id(context))
+            if known is not None and known[1] is route:
+                label = known[0]
+            else:
+                label = self._route_label(scope, route, context)
+        method = info.method
         # A client that left before the response started never saw it (nginx's 499);
         # with no response started the server answers 500 itself.
         status = CLIENT_CLOSED if info.left_unanswered else (info.status or 500)
-        ended = self._ended
-        ended.append((route, info.method, status, now - info.started))
-        if len(ended) > _TALLY_EVERY:
-            self._tally(wait=False)
+        served = self._served
+        row_key = (label, method if method in METHODS else "OTHER", status)
+        row = served.get(row_key)
+        if row is None:
+            row = served[row_key] = [0] * _ROW_WIDTH
+        duration = now - info.started
+        row[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
+        row[-1] += duration
         if info.disconnected or info.expired:
             self._note_rare(info)
         if info._token is not None:
@@ -429,41 +438,16 @@ class RequestTracker:
             info._leave_context()
             info._token = None
 
-    def _tally(self, *, wait: bool = True) -> None:
-        """Count the requests that ended since the last tally (from any thread).
-
-        One thread counts at a time; the event loop does not wait for a scrape counting.
-        """
-        if not self._tallying.acquire(blocking=wait):
-            return
-        try:
-            ended, served, labels = self._ended, self._served, self._route_labels
-            width = len(DURATION_BUCKETS) + 2
-            while True:
-                try:
-                    route, method, status, duration = ended.popleft()
-                except IndexError:
-                    break
-                if route.__class__ is str:
-                    label = route
-                else:
-                    found = labels.get(id(route))
-                    label = found[0] if found is not None else self._route_label(route)
-                key = (label, method if method in METHODS else "OTHER", status)
-                row = served.get(key)
-                if row is None:
-                    row = served[key] = [0] * width
-                row[bisect.bisect_left(DURATION_BUCKETS, duration)] += 1
-                row[-1] += duration
-        finally:
-            self._tallying.release()
-
-    def _route_label(self, route: Any) -> str:
-        """The label of a route reached without a mount or an included router."""
+    def _route_label(self, scope: MutableMapping[str, Any], route: Any, context: Any) -> str:
+        """The label of ``route`` reached without a mount (by ``context``, FastAPI's)."""
         if len(self._route_labels) >= _LABEL_CACHE_SIZE:
             self._route_labels.clear()
-        label = self._label({"route": route})
-        self._route_labels[id(route)] = (label, route)
+        label = self._label(scope)
+        self._route_labels[id(route) if context is None else id(context)] = (
+            label,
+            route,
+            context,
+        )
         return label
 
     def _note_rare(self, info: RequestInfo) -> None:
@@ -506,17 +490,14 @@ class RequestTracker:
         ``row`` holds the count in each bucket of :data:`DURATION_BUCKETS`, then ``+Inf``
         (not cumulative), then the sum of the durations in seconds.
         """
-        self._tally()
         return [(r, m, s, list(row)) for (r, m, s), row in list(self._served.items())]
 
     def disconnects(self) -> dict[tuple[str, str], int]:
         """Requests whose client left before the response was complete, by route and method."""
-        self._tally()
         return dict(self._disconnects)
 
     def deadlines_exceeded(self) -> dict[tuple[str, str], int]:
         """Requests answered with the deadline's 504, by route and method."""
-        self._tally()
         return dict(self._deadlines)
 
     def in_flight(self) -> list[RequestInfo]:
