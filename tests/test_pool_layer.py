@@ -78,12 +78,15 @@ async def test_attach_engine_registers_check_dump_components_and_dependency(engi
         "pool forensics database",
         "database probe database",
     ]
-    result = await host.runner.run(attached.check)
-    assert result.status is Status.PASS, result.error
-    assert result.details is not None and result.details["checked_out"] == 0
-    with pytest.raises(ConfigError, match="'database' is already watched"):
-        attach_engine(host, engine)
-    await attached.watched.probe.close()
+    try:
+        result = await host.runner.run(attached.check)
+        assert result.status is Status.PASS, result.error
+        assert result.details is not None and result.details["checked_out"] == 0
+        with pytest.raises(ConfigError, match="'database' is already watched"):
+            attach_engine(host, engine)
+    finally:
+        await attached.watched.probe.close()
+        host.runner.close()  # its check thread, else left idle for the rest of the run
 
 
 async def test_database_check_answers_on_its_own_connection_while_checkouts_queue(
@@ -107,6 +110,7 @@ async def test_database_check_answers_on_its_own_connection_while_checkouts_queu
         held.close()
         queued.join(10)
         await attached.watched.probe.close()
+        host.runner.close()
 
 
 def _checkout_and_fail(engine: Engine) -> None:
