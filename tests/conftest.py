@@ -2,14 +2,48 @@
 
 from __future__ import annotations
 
+import ast
 import contextlib
+import functools
 import itertools
+import sys
 from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from tests.support import Postgres, StartUvicorn, UvicornProcess, open_postgres
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    if sys.version_info < (3, 13):
+        ast.parse = _parse_again_on_false_mismatch(ast.parse)
+
+
+def _parse_again_on_false_mismatch(parse: Any) -> Any:
+    """``ast.parse`` that parses again when CPython says its depth count went wrong.
+
+    Up to 3.12 the AST constructor keeps its recursion depth in interpreter-wide state:
+    a parse started while another is half-way (one in a garbage-collector finalizer,
+    such as pytest's unraisable-exception hook formatting a traceback, whose 3.11
+    carets call ``ast.parse``; or one in another thread) makes the outer one raise
+    ``SystemError: AST constructor recursion depth mismatch`` over a tree that is fine
+    (python/cpython#106905, pytest-dev/pytest#10874). Raised where pytest formats a
+    failure, it ended whole runs with INTERNALERROR and hid the failure itself.
+    """
+
+    @functools.wraps(parse)
+    def parse_again(*args: Any, **kwargs: Any) -> Any:
+        for _ in range(2):
+            try:
+                return parse(*args, **kwargs)
+            except SystemError as exc:
+                if "recursion depth mismatch" not in str(exc):
+                    raise
+        return parse(*args, **kwargs)
+
+    return parse_again
 
 
 @pytest.fixture(scope="session")
@@ -25,6 +59,20 @@ def postgres() -> Iterator[Postgres]:
         yield server
     finally:
         server.cleanup()
+
+
+@pytest.fixture(autouse=True)
+def _postgres_left_as_found(request: pytest.FixtureRequest) -> Iterator[None]:
+    """After each test that used the server: what it left stopped or switched off is
+    undone, and the test fails for it, instead of every later test that connects."""
+    if "postgres" not in request.fixturenames:
+        yield
+        return
+    server: Postgres = request.getfixturevalue("postgres")
+    yield
+    undone = server.restore()
+    if undone:
+        pytest.fail(f"the test left PostgreSQL unusable: {'; '.join(undone)}")
 
 
 @pytest.fixture

@@ -8,10 +8,15 @@ has no statement timeout.
 
 from __future__ import annotations
 
+import ast
+import sys
 from pathlib import Path
+
+import pytest
 
 from lifesigns.doctor import DoctorConfig, diagnose, pymodel, pyrules
 from lifesigns.doctor.facts import Facts
+from tests.support.nested_parse import failures_under_nested_parses
 
 SRC = Path(__file__).parents[1] / "src"
 
@@ -36,3 +41,20 @@ def test_the_demo_findings_are_there_but_explained_inline():
         comment = here if "lifesigns: ignore" in here else above
         assert f"lifesigns: ignore[{finding.code}] " in comment  # named, with a reason
     assert diagnose([lab.parent], DoctorConfig()).findings == []
+
+
+def test_a_parse_nested_in_a_finalizer_does_not_fail_the_doctor(monkeypatch: pytest.MonkeyPatch):
+    lab = SRC / "lifesigns" / "lab" / "app.py"
+    source = lab.read_text()
+    # CPython's own ast.parse, not the suite's (tests/conftest.py parses again too).
+    monkeypatch.setattr(ast, "parse", getattr(ast.parse, "__wrapped__", ast.parse))
+    if sys.version_info < (3, 13):
+        assert failures_under_nested_parses(lambda: ast.parse(source)) > 0
+    parsed = []
+    assert (
+        failures_under_nested_parses(
+            lambda: parsed.append(pymodel.parse(lab, "lab/app.py", source))
+        )
+        == 0
+    )
+    assert len(parsed) == 20 and parsed[0].tree.body

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import ast
 import os
 import secrets
 import signal
+import sys
 from pathlib import Path
 from typing import Any
 
@@ -16,6 +18,7 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.ext.asyncio import create_async_engine
 
 from tests.support import Postgres, PostgresServer, StartUvicorn, UvicornProcess, require_control
+from tests.support.nested_parse import failures_under_nested_parses
 from tests.support.postgres import DATABASE_URL_ENV
 
 pytestmark = pytest.mark.slow
@@ -106,6 +109,30 @@ def test_restart_drops_open_connections(postgres: Postgres):
             old.execute("SELECT 1")
     with connect_app(server) as new:
         assert new.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_restore_undoes_a_stopped_server_and_a_database_refusing_connections(
+    postgres: Postgres,
+):
+    server = require_control(postgres)
+    assert server.restore() == [], "nothing to undo on a healthy server"
+    with psycopg.connect(server.maintenance_dsn(), connect_timeout=5, autocommit=True) as admin:
+        admin.execute(f'ALTER DATABASE "{server.database}" ALLOW_CONNECTIONS false')
+    server.stop()
+    undone = server.restore()
+    assert len(undone) == 2 and "stopped" in undone[0], undone
+    assert repr(server.database) in undone[1] and "refused connections" in undone[1], undone
+    with connect_app(server) as conn:
+        assert conn.execute("SELECT 1").fetchone() == (1,)
+
+
+def test_ast_parse_survives_a_parse_nested_in_a_finalizer():
+    """The suite's ``ast.parse`` (tests/conftest.py) against CPython's false depth mismatch."""
+    source = Path(__file__).read_text()
+    if sys.version_info < (3, 13):
+        original = ast.parse.__wrapped__  # type: ignore[attr-defined]
+        assert failures_under_nested_parses(lambda: original(source)) > 0, "CPython's fails"
+    assert failures_under_nested_parses(lambda: ast.parse(source)) == 0
 
 
 def test_statement_calls_counts_a_distinctive_statement(postgres: Postgres):

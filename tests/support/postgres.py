@@ -165,6 +165,43 @@ class Postgres:
     def cleanup(self) -> None:
         """Release whatever this object holds. Safe to call more than once."""
 
+    def restore(self) -> list[str]:
+        """Undo what a test may have left behind; returns what it had to undo.
+
+        A test that stops the server, or throws the lab's switch (``ALLOW_CONNECTIONS
+        false``) and fails or is killed before throwing it back, would otherwise fail
+        every later test that connects, far from its cause. The switch is read and
+        thrown back from the maintenance database (no one can connect to a database
+        that refuses connections, not even a superuser).
+        """
+        undone: list[str] = []
+        if self.controllable and not self.running:
+            self.start_again()
+            undone.append("the server was stopped: started again")
+        with psycopg.connect(
+            self.maintenance_dsn(), connect_timeout=_CONNECT_TIMEOUT, autocommit=True
+        ) as conn:
+            row = conn.execute(
+                "SELECT datallowconn FROM pg_database WHERE datname = %s", (self.database,)
+            ).fetchone()
+            if row is not None and not row[0]:
+                conn.execute(
+                    sql.SQL("ALTER DATABASE {} ALLOW_CONNECTIONS true").format(
+                        sql.Identifier(self.database)
+                    )
+                )
+                undone.append(f"database {self.database!r} refused connections: allowed again")
+        return undone
+
+    @property
+    def running(self) -> bool:
+        """Whether the server runs (an external one is assumed to)."""
+        return True
+
+    def maintenance_dsn(self) -> str:
+        """A libpq URI for administrative queries on the ``postgres`` database."""
+        return self.superuser_dsn()
+
     def _uncontrollable(self, action: str) -> NoReturn:
         raise NotImplementedError(f"{type(self).__name__} cannot {action}() the server")
 
@@ -236,6 +273,10 @@ class PostgresServer(Postgres):
     def superuser_dsn(self) -> str:
         """Return a libpq URI for the ``postgres`` superuser on the ``lifesigns`` database."""
         return self._dsn(self.database)
+
+    def maintenance_dsn(self) -> str:
+        """A libpq URI for the ``postgres`` superuser on the ``postgres`` database."""
+        return self._dsn("postgres")
 
     def start(self) -> None:
         """Create the cluster, role, database and extension, and start the server."""
@@ -434,6 +475,10 @@ class ExternalPostgres(Postgres):
     def superuser_dsn(self) -> str:
         """Return a libpq URI with the same credentials as :meth:`url`."""
         return self.url("postgresql")
+
+    def maintenance_dsn(self) -> str:
+        """The same credentials on the ``postgres`` database."""
+        return self.url("postgresql").rsplit("/", 1)[0] + "/postgres"
 
     def statement_calls(self, pattern: str) -> int:
         """See :meth:`Postgres.statement_calls`.

@@ -368,8 +368,22 @@ def finding(module: Module, node: ast.AST, code: str, message: str) -> Finding:
 
 def parse(path: Path, rel: str, source: str) -> Module:
     """Parse and index one file; raises :class:`SyntaxError` as :func:`ast.parse` does."""
-    tree = ast.parse(source, filename=rel)
+    tree = _parse(source, rel)
     name, is_package = module_name(path)
     module = Module(name, path, rel, tree, is_package)
     _Indexer(module).run()
     return module
+
+
+def _parse(source: str, filename: str) -> ast.Module:
+    # Up to 3.12 the AST constructor counts its depth in interpreter-wide state: a parse
+    # made meanwhile (in a garbage-collector finalizer, or by a thread formatting a
+    # traceback, whose 3.11 carets parse) makes this one raise a false SystemError over
+    # a tree that is fine (python/cpython#106905). Parsing again succeeds.
+    for _ in range(2):
+        try:
+            return ast.parse(source, filename=filename)
+        except SystemError as exc:
+            if "recursion depth mismatch" not in str(exc):
+                raise
+    return ast.parse(source, filename=filename)
