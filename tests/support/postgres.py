@@ -178,9 +178,15 @@ class Postgres:
         if self.controllable and not self.running:
             self.start_again()
             undone.append("the server was stopped: started again")
-        with psycopg.connect(
-            self.maintenance_dsn(), connect_timeout=_CONNECT_TIMEOUT, autocommit=True
-        ) as conn:
+        try:
+            conn = psycopg.connect(
+                self.maintenance_dsn(), connect_timeout=_CONNECT_TIMEOUT, autocommit=True
+            )
+        except psycopg.OperationalError:
+            if self.controllable:
+                raise
+            return undone  # an external server may not let this role in: nothing to check
+        with conn:
             row = conn.execute(
                 "SELECT datallowconn FROM pg_database WHERE datname = %s", (self.database,)
             ).fetchone()
@@ -478,7 +484,8 @@ class ExternalPostgres(Postgres):
 
     def maintenance_dsn(self) -> str:
         """The same credentials on the ``postgres`` database."""
-        return self.url("postgresql").rsplit("/", 1)[0] + "/postgres"
+        url = make_url(self.url("postgresql")).set(database="postgres")
+        return url.render_as_string(hide_password=False)
 
     def statement_calls(self, pattern: str) -> int:
         """See :meth:`Postgres.statement_calls`.
