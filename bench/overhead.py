@@ -5,6 +5,11 @@ measured in alternating rounds (the order rotates every round, so drift on a sha
 machine hits each alike); medians count:
 
 * ``bare``: the app alone;
+* two references, the floor of any request middleware on this app: ``floor:asgi``, a
+  pure ASGI middleware that does nothing but await the app (one coroutine), and
+  ``floor:status``, one that does the least a request-metrics middleware can (the status
+  from a wrapped ``send``, the duration, one count and one sum per route, method and
+  status: no histogram, no requests in flight, no probes);
 * the ablation, each step adding to the one before (``ls:<step>``, see :data:`STEPS`):
   core only (probes and lifespan, no request record), the loop watchdog, the request
   metrics and requests in flight, a 30 s request deadline, the task census, the memory
@@ -60,9 +65,21 @@ STEPS = (
     ("all", "all: + supervised periodic task"),
 )
 """The ablation's steps, cumulative: each variant ``ls:<step>`` has every step before it."""
-VARIANTS = ("bare", *(f"ls:{name}" for name, _ in STEPS), "instrumentator", "starlette-exporter")
+FLOORS = {
+    "floor:asgi": "reference: a null pure-ASGI middleware",
+    "floor:status": "reference: + status, duration, a count per route",
+}
+"""Reference middlewares (not lifesigns): what any request middleware costs on this app."""
+VARIANTS = (
+    "bare",
+    *FLOORS,
+    *(f"ls:{name}" for name, _ in STEPS),
+    "instrumentator",
+    "starlette-exporter",
+)
 LABELS = {
     "bare": "bare",
+    **FLOORS,
     **{f"ls:{name}": text for name, text in STEPS},
     "instrumentator": "prometheus-fastapi-instrumentator",
     "starlette-exporter": "starlette-exporter",
@@ -82,6 +99,10 @@ def create_app() -> Any:
 
     if variant.startswith("ls:"):
         _with_lifesigns(app, variant.removeprefix("ls:"))
+    elif variant == "floor:asgi":
+        app.add_middleware(NullMiddleware)
+    elif variant == "floor:status":
+        app.add_middleware(StatusMiddleware)
     elif variant == "instrumentator":
         from prometheus_fastapi_instrumentator import Instrumentator
 
@@ -94,6 +115,52 @@ def create_app() -> Any:
     elif variant != "bare":
         raise SystemExit(f"unknown BENCH_VARIANT {variant!r}; one of {', '.join(VARIANTS)}")
     return app
+
+
+class NullMiddleware:
+    """Reference: a pure ASGI middleware that awaits the app and does nothing else."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        await self.app(scope, receive, send)
+
+
+class StatusMiddleware:
+    """Reference: the least a request-metrics middleware does.
+
+    The status from a wrapped ``send``, the duration, and one count and one sum of
+    seconds per (route, method, status), the route read from the scope once routed. No
+    histogram buckets, requests in flight, client disconnects or probes.
+    """
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+        self.tally: dict[tuple[str | None, str, int], list[float]] = {}
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        status = 500
+
+        async def noting(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        started = time.monotonic()
+        try:
+            await self.app(scope, receive, noting)
+        finally:
+            key = (getattr(scope.get("route"), "path", None), scope["method"], status)
+            row = self.tally.get(key)
+            if row is None:
+                row = self.tally[key] = [0, 0.0]
+            row[0] += 1
+            row[1] += time.monotonic() - started
 
 
 def _with_lifesigns(app: Any, step: str) -> None:

@@ -139,7 +139,7 @@ def test_a_reader_never_sees_half_of_one_request_and_half_of_another(tmp_path):
     assert writer.stdout is not None
     index = int(writer.stdout.readline())
     try:
-        seen = set()
+        seen: set[str] = set()
         reads = 0
         deadline = time.monotonic() + 5.0
         while time.monotonic() < deadline and (reads < 2000 or len(seen) < 2):

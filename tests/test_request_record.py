@@ -11,6 +11,7 @@ import asyncio
 import contextvars
 import gc
 import weakref
+from collections.abc import MutableMapping
 from typing import Any
 
 from starlette.applications import Starlette
@@ -73,7 +74,7 @@ async def test_the_record_leaves_the_request_context_with_its_last_body() -> Non
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         if message["type"] == "http.response.start":
             statuses.append(message["status"])
         elif not message.get("more_body", False):
@@ -115,7 +116,7 @@ async def test_every_request_is_counted_and_nothing_of_it_outlives_it() -> None:
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         return None
 
     total = 647
@@ -158,7 +159,7 @@ async def test_one_route_included_at_two_prefixes_is_counted_under_each() -> Non
     async def receive() -> dict[str, Any]:
         return {"type": "http.request", "body": b"", "more_body": False}
 
-    async def send(message: dict[str, Any]) -> None:
+    async def send(message: MutableMapping[str, Any]) -> None:
         return None
 
     sent = {"/v1/items/1": 3, "/v2/items/2": 5, "/plain": 2, "/missing": 1}
