@@ -78,7 +78,7 @@ def _scope() -> dict[str, Any]:
     }
 
 
-class _Lifespan:
+class Lifespan:
     """One app's lifespan, driven by hand: started before the batches, ended after."""
 
     def __init__(self, app: Any) -> None:
@@ -125,7 +125,7 @@ async def _batch(app: Any, requests: int) -> float:
 async def run(rounds: int, batch: int) -> dict[str, list[float]]:
     """CPU µs per request of each variant, one figure per round."""
     apps = {variant: build(variant) for variant in VARIANTS}
-    lifespans = [_Lifespan(app) for app in apps.values()]
+    lifespans = [Lifespan(app) for app in apps.values()]
     for lifespan in lifespans:
         await lifespan.start()
         await _batch(lifespan.app, 2000)  # warm-up

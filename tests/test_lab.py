@@ -83,7 +83,7 @@ class Demo:
 
 
 DEMO_WORKERS = 2
-"""The demo's uvicorn workers by default (``lifesigns demo --workers``)."""
+"""The demo's uvicorn workers (``lifesigns demo --workers``, passed explicitly)."""
 READY_LINE = "orders-demo is ready (start-up took"
 """What each worker logs once ready."""
 
@@ -111,6 +111,8 @@ def start_demo(tmp_path: Path, database_url: str, name: str) -> Demo:
                 TOKEN,
                 "--database-url",
                 database_url,
+                "--workers",
+                str(DEMO_WORKERS),
             ],
             stdout=out,
             stderr=subprocess.STDOUT,
@@ -121,8 +123,8 @@ def start_demo(tmp_path: Path, database_url: str, name: str) -> Demo:
     deadline = time.monotonic() + 40
     while True:
         # Every worker ready, not the first to answer: a worker still starting when an
-        # incident begins meets it in its start-up (the database switched off while its
-        # start-up ran failed it, and its /livez said so), not mid-run.
+        # incident begins meets it in its start-up, not mid-run (and a start-up that
+        # failed shows only in that worker's answers).
         try:
             if (
                 demo.text().count(READY_LINE) >= DEMO_WORKERS
@@ -131,7 +133,9 @@ def start_demo(tmp_path: Path, database_url: str, name: str) -> Demo:
                 return demo
         except httpx.HTTPError:
             pass
-        assert process.poll() is None and time.monotonic() < deadline, demo.text()
+        if process.poll() is not None or time.monotonic() >= deadline:
+            stop_demo(demo)  # not left running past the test that gave up on it
+            raise AssertionError(f"the demo did not start within 40 s:\n{demo.text()}")
         time.sleep(0.2)
 
 

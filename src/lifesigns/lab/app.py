@@ -7,7 +7,7 @@ from collections.abc import AsyncIterator
 from typing import Any
 
 from fastapi import Depends, FastAPI, HTTPException
-from sqlalchemy import func, select
+from sqlalchemy import func, select, text
 from sqlalchemy.exc import OperationalError, ProgrammingError
 from sqlalchemy.ext.asyncio import (
     AsyncEngine,
@@ -19,6 +19,7 @@ from sqlalchemy.pool import AsyncAdaptedQueuePool
 
 from lifesigns import Lifesigns
 from lifesigns.http.deadline import DeadlineMiddleware
+from lifesigns.tasks.once import advisory_key
 
 from .models import Base, Order, OrderIn, OrderOut
 from .routes import add_lab
@@ -51,10 +52,18 @@ def create_app(
 
     @signs.startup_step("schema", timeout=30)
     async def create_schema() -> None:
-        # Several workers start at once: one creates the table, the others may find it
-        # created between their check and their CREATE, which is no failure.
+        # Several workers start at once. On PostgreSQL, two concurrent CREATE TABLEs
+        # fail one of them on a unique index of the catalog (an IntegrityError, not
+        # "already exists"): the workers take turns under a transaction's advisory
+        # lock, and the later ones find the table made. SQLite serialises writers
+        # itself; the one that lost the race finds "already exists", no failure.
         try:
             async with engine.begin() as conn:
+                if conn.dialect.name == "postgresql":
+                    await conn.execute(
+                        text("SELECT pg_advisory_xact_lock(:key)"),
+                        {"key": advisory_key("orders-demo", "schema")},
+                    )
                 await conn.run_sync(Base.metadata.create_all)
         except (OperationalError, ProgrammingError) as exc:
             if "already exists" not in str(exc):
